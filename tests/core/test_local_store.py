@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from covidct_core.errors import InvalidKeyError, ObjectNotFoundError
+from covidct_core.storage import LocalStore, sha256_bytes
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../escape", "a/../../escape", "/etc/passwd", "a/./b", "", "dir/", "a\\b", ".meta/x"],
+)
+def test_local_store_rejects_keys_that_escape_or_are_invalid(tmp_path: Path, key: str) -> None:
+    store = LocalStore(tmp_path / "root")
+    with pytest.raises(InvalidKeyError):
+        store.put_bytes(key, b"x")
+    with pytest.raises(InvalidKeyError):
+        store.get_bytes(key)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_local_store_round_trip_with_sha256_and_listing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    info = store.put_bytes("volumes/j1/image.mha", b"abc", {"kind": "volume"})
+    assert info.sha256 == sha256_bytes(b"abc")
+    store.put_bytes("volumes/j2/image.mha", b"defg")
+    store.put_bytes("masks/j1/lung.mha", b"m")
+    head = store.head("volumes/j1/image.mha")
+    assert head is not None and head.sha256 == info.sha256 and head.metadata["kind"] == "volume"
+    assert store.get_range("volumes/j2/image.mha", 1, 2) == b"ef"
+    keys = [item.key for item in store.list("volumes/")]
+    assert keys == ["volumes/j1/image.mha", "volumes/j2/image.mha"]
+    assert [i.key for i in store.list("volumes/", start_after="volumes/j1/image.mha")] == [
+        "volumes/j2/image.mha"
+    ]
+    store.delete("volumes/j1/image.mha")
+    assert store.head("volumes/j1/image.mha") is None
+    with pytest.raises(ObjectNotFoundError):
+        store.get_bytes("volumes/j1/image.mha")
+
+
+def test_local_store_put_file_and_download(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"0123456789" * 1000)
+    info = store.put_file("a/b.bin", source)
+    target = tmp_path / "out" / "b.bin"
+    store.download_file("a/b.bin", target)
+    assert target.read_bytes() == source.read_bytes()
+    assert info.sha256 == sha256_bytes(source.read_bytes())

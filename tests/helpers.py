@@ -1,0 +1,56 @@
+"""Small helpers for integration tests against the real broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pika
+
+
+def channel_for(amqp_url: str) -> tuple[pika.BlockingConnection, Any]:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    return connection, channel
+
+
+def get_messages(
+    amqp_url: str, queue: str, expected: int, timeout: float = 20.0
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Take up to ``expected`` messages from ``queue`` (acking them), waiting up to timeout."""
+    connection, channel = channel_for(amqp_url)
+    found: list[tuple[Any, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                connection.sleep(0.1)
+                continue
+            try:
+                found.append((properties, json.loads(body)))
+            except ValueError:
+                found.append((properties, {"raw": body}))
+    finally:
+        connection.close()
+    return found
+
+
+def queue_depth(amqp_url: str, queue: str) -> int:
+    connection, channel = channel_for(amqp_url)
+    try:
+        return int(channel.queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
