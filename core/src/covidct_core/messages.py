@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any, cast
 
-import jsonschema
+import fastjsonschema
 
 from covidct_core.errors import MessageValidationError
 
@@ -219,16 +220,23 @@ def load_schema(schema: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(text))
 
 
+@cache
+def _validator(schema: str) -> Callable[[Any], Any]:
+    """A compiled validator (fastjsonschema): validation is on every message's hot path."""
+    return cast(Callable[[Any], Any], fastjsonschema.compile(load_schema(schema)))
+
+
 def validate_message(message: Message, expected: str | None = None) -> Message:
     schema_name = message.get("schema") if isinstance(message, dict) else None
     if not isinstance(schema_name, str):
         raise MessageValidationError("message has no 'schema' field")
     if expected is not None and schema_name != expected:
         raise MessageValidationError(f"expected a {expected} message, got {schema_name}")
+    validate = _validator(schema_name)
     try:
-        jsonschema.validate(message, load_schema(schema_name))
-    except jsonschema.ValidationError as e:
-        path = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        validate(message)
+    except fastjsonschema.JsonSchemaValueException as e:
+        path = "/".join(str(p) for p in e.path[1:]) or "(root)"
         raise MessageValidationError(f"{schema_name} invalid at {path}: {e.message}") from e
     return message
 

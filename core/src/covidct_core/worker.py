@@ -112,6 +112,8 @@ class Worker:
         self._active_lock = threading.Lock()
         self._channel: BlockingChannel | None = None
         prime_stage(metrics, stage.name)
+        self._inflight_gauge = metrics.inflight.labels(stage=stage.name)
+        self._duration = metrics.duration.labels(stage=stage.name)
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -175,7 +177,7 @@ class Worker:
     def _change_active(self, delta: int) -> None:
         with self._active_lock:
             self._active += delta
-        self.metrics.inflight.labels(stage=self.stage.name).inc(delta)
+        self._inflight_gauge.inc(delta)
 
     # -- I/O thread ------------------------------------------------------------------------
     def _on_message(
@@ -211,7 +213,7 @@ class Worker:
             outcome = self._settle(channel, properties, body, disposition)
             channel.basic_ack(tag)
             self.metrics.observe_outcome(stage, outcome)
-            self.metrics.duration.labels(stage=stage).observe(time.monotonic() - started)
+            self._duration.observe(time.monotonic() - started)
         except BrokerError as e:
             log.error("settle_failed_requeue", stage=stage, error=str(e))
             if channel.is_open:
@@ -287,13 +289,15 @@ class Worker:
         message: Message | None = None
         try:
             message = decoder(body)
-            bound = log.bind(
+            result = run_stage(self.stage, message, self.store)
+            log.info(
+                "message_handled",
                 stage=stage,
                 job_id=message.get("job_id"),
                 series_uid=message.get("series_instance_uid"),
+                reused=result.reused,
+                published=len(result.outbound),
             )
-            result = run_stage(self.stage, message, self.store)
-            bound.info("message_handled", reused=result.reused, published=len(result.outbound))
             return Done(result.outbound, result.reused)
         except MessageValidationError as e:
             return self._park(stage, "INVALID_MESSAGE", str(e), [], message, body)
