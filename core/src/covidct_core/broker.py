@@ -162,3 +162,50 @@ def send_to_parking(
         message_id=properties.message_id if properties else None,
         correlation_id=properties.correlation_id if properties else None,
     )
+
+
+class ConfirmedPublisher:
+    """A publisher with its own connection for one thread (a poller, the CLI, tests).
+
+    Reconnects once when the connection was lost while idle.
+    """
+
+    def __init__(self, amqp_url: str, exchange: str, declare: tuple[float, ...] | None = None):
+        self.amqp_url = amqp_url
+        self.exchange = exchange
+        self.declare = declare
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    def _ensure(self) -> BlockingChannel:
+        if self._connection is None or not self._connection.is_open or self._channel is None:
+            from covidct_core.topology import declare_topology
+
+            self._connection = connect(self.amqp_url)
+            self._channel = self._connection.channel()
+            self._channel.confirm_delivery()
+            if self.declare is not None:
+                declare_topology(self._channel, self.exchange, self.declare)
+        return self._channel
+
+    def publish(self, routing_key: str, message: Message) -> None:
+        for attempt in (1, 2):
+            try:
+                publish_message(self._ensure(), self.exchange, routing_key, message)
+                return
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.StreamLostError):
+                self._connection = None
+                if attempt == 2:
+                    raise
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while keeping the connection's heartbeats flowing."""
+        if self._connection is not None and self._connection.is_open:
+            self._connection.sleep(seconds)
+        else:
+            time.sleep(seconds)
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        self._connection = None

@@ -44,6 +44,7 @@ class BuiltStage:
     readiness: dict[str, Callable[[], bool]] = field(default_factory=dict)
     extra_queues: dict[str, Decoder] = field(default_factory=dict)
     background: list[Callable[[Worker], None]] = field(default_factory=list)
+    setup: Callable[[Any], None] | None = None
 
 
 StageBuilder = Callable[[WorkerContext], BuiltStage]
@@ -84,6 +85,7 @@ def serve_stage(stage_name: str, build: StageBuilder, environ: Mapping[str, str]
         prefetch=settings.broker.prefetch,
         retry_delays=settings.broker.retry_delays,
         extra_queues=built.extra_queues,
+        setup=built.setup,
     )
     worker = Worker(built.stage, store, metrics, options)
     checks: dict[str, Callable[[], bool]] = {

@@ -83,9 +83,19 @@ def run_stage(stage: Stage, message: Message, store: ObjectStore) -> StageRun:
     for item in outbound:
         validate_message(item.message)
     if key is not None:
-        body = json.dumps([item.to_dict() for item in outbound], sort_keys=True).encode()
-        store.put_bytes(key, body, {"content-type": "application/json"})
+        write_record(store, key, outbound)
     return StageRun(outbound, reused=False)
+
+
+def write_record(store: ObjectStore, key: str, outbound: list[Outbound]) -> None:
+    """Record that a unit of work finished and which messages it published."""
+    body = json.dumps([item.to_dict() for item in outbound], sort_keys=True).encode()
+    store.put_bytes(key, body, {"content-type": "application/json"})
+
+
+def read_record(store: ObjectStore, key: str) -> list[Outbound] | None:
+    """The outbound messages of a finished unit of work, or None when not finished."""
+    return _read_record(store, key)
 
 
 def _read_record(store: ObjectStore, key: str) -> list[Outbound] | None:

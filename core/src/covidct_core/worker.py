@@ -46,7 +46,8 @@ from covidct_core.topology import FAILED_ROUTING_KEY, StageQueues, declare_topol
 
 log = structlog.get_logger()
 
-Decoder = Callable[[bytes], Message]
+# A decoder turns a body into a message; None means "nothing to do" (acked, counted ok).
+Decoder = Callable[[bytes], Message | None]
 CONNECTION_ERRORS = (
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.AMQPChannelError,
@@ -88,6 +89,8 @@ class WorkerOptions:
     heartbeat: int = 30
     max_backoff: float = 30.0
     extra_queues: Mapping[str, Decoder] = field(default_factory=dict)
+    # declares what the extra queues need (e.g. the MinIO events exchange), on each connect
+    setup: Callable[[BlockingChannel], None] | None = None
 
 
 class Worker:
@@ -124,6 +127,11 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set when the worker is asked to stop; background helpers wait on it."""
+        return self._stop
+
     def run(self) -> None:
         backoff = 1.0
         while not self._stop.is_set():
@@ -144,6 +152,8 @@ class Worker:
             channel = connection.channel()
             channel.confirm_delivery()
             declare_topology(channel, self.options.exchange, self.options.retry_delays)
+            if self.options.setup is not None:
+                self.options.setup(channel)
             channel.basic_qos(prefetch_count=self.options.prefetch)
             self._channel = channel
             tags = [
@@ -263,7 +273,7 @@ class Worker:
         return current is not None and current is channel and bool(channel.is_open)
 
     # -- worker thread ---------------------------------------------------------------------
-    def _decode_own(self, body: bytes) -> Message:
+    def _decode_own(self, body: bytes) -> Message | None:
         return parse_message(body, self.stage.accepts)
 
     def _work(
@@ -289,6 +299,8 @@ class Worker:
         message: Message | None = None
         try:
             message = decoder(body)
+            if message is None:
+                return Done([], reused=False)
             result = run_stage(self.stage, message, self.store)
             log.info(
                 "message_handled",

@@ -1,0 +1,140 @@
+"""The per-instance index in the work bucket: ``index/<series_key>/<instance_key>.json``.
+
+Indexing reads only the header (a ranged GET, the whole object only when needed), keeps no
+patient identifiers, and is idempotent: the same object indexed twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from covidct_core.errors import PermanentError
+from covidct_core.messages import utc_now_iso
+from covidct_core.storage import ObjectStore
+
+from covidct_ingest.grouping import series_key_of
+from covidct_ingest.headers import (
+    PREFIX_SIZE,
+    InstanceHeader,
+    header_from_dict,
+    header_to_dict,
+    instance_key,
+    parse_header,
+    parse_header_prefix,
+)
+
+INDEX_PREFIX = "index"
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """Where an instance's bytes live."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "key": self.key, "size": self.size, "etag": self.etag}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceObject:
+        return cls(str(data["bucket"]), str(data["key"]), int(data["size"]), str(data["etag"]))
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One indexed instance."""
+
+    series_key: str
+    instance_key: str
+    header: InstanceHeader
+    source: SourceObject
+    indexed_at: str
+    generation: str  # sortable: nanosecond time + instance key; the largest is the newest
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "series_key": self.series_key,
+                "instance_key": self.instance_key,
+                "header": header_to_dict(self.header),
+                "source": self.source.to_dict(),
+                "indexed_at": self.indexed_at,
+                "generation": self.generation,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> IndexEntry:
+        raw = json.loads(data)
+        return cls(
+            raw["series_key"],
+            raw["instance_key"],
+            header_from_dict(raw["header"]),
+            SourceObject.from_dict(raw["source"]),
+            raw["indexed_at"],
+            raw["generation"],
+        )
+
+
+def read_header(store: ObjectStore, source: SourceObject) -> InstanceHeader:
+    """Header of one object: a ranged GET of the first 64 KiB, the whole object if needed."""
+    if source.size == 0:
+        raise PermanentError("CORRUPT_FILE", "zero-length object", [source.key])
+    prefix = store.get_range(source.key, 0, PREFIX_SIZE)
+    if len(prefix) < source.size:
+        header = parse_header_prefix(prefix, source.size)
+        if header is not None:
+            return header
+        prefix = store.get_bytes(source.key)
+    return parse_header(prefix)
+
+
+def _entry_key(series_key: str, key: str) -> str:
+    safe = key.replace("/", "_")
+    return f"{INDEX_PREFIX}/{series_key}/{safe}.json"
+
+
+def index_instance(
+    work: ObjectStore, header: InstanceHeader, source: SourceObject
+) -> IndexEntry | None:
+    """Record ``header``; return the entry, or None when this exact object was already indexed.
+
+    An instance key seen before with different content (another ETag or size) is kept as a
+    variant ``<instance>~<etag>`` so that assembly can report the conflict.
+    """
+    series_key, _derived = series_key_of(header)
+    inst_key = instance_key(header)
+    key = _entry_key(series_key, inst_key)
+    existing = work.head(key)
+    if existing is not None:
+        previous = IndexEntry.from_json(work.get_bytes(key))
+        same = (previous.source.etag, previous.source.size) == (source.etag, source.size)
+        if same or previous.source == source:
+            return None
+        variant = hashlib.sha256(f"{source.etag}:{source.size}".encode()).hexdigest()[:12]
+        key = _entry_key(series_key, f"{inst_key}~{variant}")
+        if work.head(key) is not None:
+            return None
+    entry = IndexEntry(
+        series_key=series_key,
+        instance_key=inst_key,
+        header=header,
+        source=source,
+        indexed_at=utc_now_iso(),
+        generation=f"{time.time_ns():020d}-{inst_key}",
+    )
+    work.put_bytes(key, entry.to_json(), {"content-type": "application/json"})
+    return entry
+
+
+def read_series_index(work: ObjectStore, series_key: str) -> list[IndexEntry]:
+    prefix = f"{INDEX_PREFIX}/{series_key}/"
+    return [IndexEntry.from_json(work.get_bytes(info.key)) for info in work.list(prefix)]

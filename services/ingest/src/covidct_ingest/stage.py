@@ -1,0 +1,244 @@
+"""The distributed ingest stage: index objects, then assemble each series when it is quiet.
+
+Messages it accepts:
+- object-event (MinIO notification, bucket poller): index each object's header, then
+  schedule a delayed series check (the quiet period) for every series touched;
+- manifest (``covidct submit``): index every listed object, check at once (no quiet wait);
+- series-check: if no newer instance arrived since it was scheduled, assemble the series,
+  write ``volumes/<job_id>/image.mha`` and ``series.json`` and publish series-ready.
+
+All state lives in the work bucket (the index, completion records), never in memory, so any
+replica can take any message. A job is recorded as done under ``done/ingest/series/<job_id>``;
+the same instance set arriving again re-publishes the same series-ready and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from covidct_core.errors import CovidCtError, PermanentError
+from covidct_core.messages import (
+    MANIFEST,
+    OBJECT_EVENT,
+    SERIES_CHECK,
+    JobIdentity,
+    Message,
+    ObjectRef,
+    envelope,
+    new_message_id,
+    series_ready,
+    utc_now_iso,
+)
+from covidct_core.stage import Outbound, completion_record_key, read_record, write_record
+from covidct_core.storage import ObjectStore
+from covidct_core.volume_io import to_mha_bytes
+
+from covidct_ingest.archive import is_zip_bytes, iter_zip_members
+from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
+from covidct_ingest.convert import convert_series
+from covidct_ingest.grouping import compute_job_id, series_key_of
+from covidct_ingest.headers import parse_header
+from covidct_ingest.index import (
+    IndexEntry,
+    SourceObject,
+    index_instance,
+    read_header,
+    read_series_index,
+)
+from covidct_ingest.selection import select_series
+
+log = structlog.get_logger()
+
+StoreForBucket = Callable[[str], ObjectStore]
+
+
+@dataclass
+class IngestStage:
+    """Implements :class:`covidct_core.stage.Stage` for ingest."""
+
+    work: ObjectStore
+    store_for_bucket: StoreForBucket
+    config: IngestConfig = DEFAULT_CONFIG
+    quiet_period: float = 10.0
+    timer: Callable[[], float] = time.perf_counter
+
+    name: str = "ingest"
+    accepts: tuple[str, ...] = (OBJECT_EVENT, MANIFEST, SERIES_CHECK)
+
+    # -- Stage protocol --------------------------------------------------------------------
+    def completion_key(self, message: Message) -> str | None:
+        if message["schema"] == SERIES_CHECK:
+            return None  # assembly records completion per job (the job id needs the index)
+        objects = self._objects_of(message)
+        digest = hashlib.sha256(
+            json.dumps(sorted((o.bucket, o.key, o.etag, o.size) for o in objects)).encode()
+        ).hexdigest()[:32]
+        return completion_record_key("ingest", "objects", digest)
+
+    def handle(self, message: Message) -> list[Outbound]:
+        if message["schema"] == SERIES_CHECK:
+            return self._check_series(message)
+        forced = message["schema"] == MANIFEST
+        return self._index_objects(
+            self._objects_of(message), message.get("correlation_id") or new_message_id(), forced
+        )
+
+    # -- indexing --------------------------------------------------------------------------
+    @staticmethod
+    def _objects_of(message: Message) -> list[SourceObject]:
+        if message["schema"] == MANIFEST:
+            return [
+                SourceObject(message["bucket"], key, int(size), "")
+                for key, size in zip(message["keys"], message["sizes"], strict=True)
+            ]
+        return [
+            SourceObject(o["bucket"], o["key"], int(o["size"]), str(o.get("etag", "")))
+            for o in message["objects"]
+        ]
+
+    def _index_objects(
+        self, objects: Sequence[SourceObject], correlation_id: str, forced: bool
+    ) -> list[Outbound]:
+        touched: dict[str, IndexEntry | None] = {}
+        failures: list[PermanentError] = []
+        for source in objects:
+            try:
+                for entry_series, entry in self._index_object(source):
+                    if entry is not None or forced:
+                        newest = touched.get(entry_series)
+                        if newest is None or (entry and entry.generation > newest.generation):
+                            touched[entry_series] = entry
+            except PermanentError as e:
+                failures.append(e)
+                self._record_unusable(source, e)
+        if failures and not touched and len(failures) == len(objects) and not forced:
+            first = failures[0]
+            raise PermanentError(first.code, first.reason, [o.key for o in objects]) from first
+        return [
+            Outbound(
+                "ingest.assemble",
+                envelope(
+                    SERIES_CHECK,
+                    series_key=series_key,
+                    generation=entry.generation if entry else "",
+                    correlation_id=correlation_id,
+                    force=forced,
+                ),
+                delay_seconds=0.0 if forced else self.quiet_period,
+            )
+            for series_key, entry in sorted(touched.items())
+        ]
+
+    def _index_object(self, source: SourceObject) -> list[tuple[str, IndexEntry | None]]:
+        """Index one object (a DICOM instance, or every member of a zip archive)."""
+        store = self.store_for_bucket(source.bucket)
+        head = store.get_range(source.key, 0, 4)
+        if is_zip_bytes(head):
+            return self._index_zip(store, source)
+        header = read_header(store, source)
+        entry = index_instance(self.work, header, source)
+        return [(series_key_of(header)[0], entry)]
+
+    def _index_zip(
+        self, store: ObjectStore, source: SourceObject
+    ) -> list[tuple[str, IndexEntry | None]]:
+        archive = store.get_bytes(source.key)
+        digest = hashlib.sha256(archive).hexdigest()[:16]
+        results: list[tuple[str, IndexEntry | None]] = []
+        for name, data in iter_zip_members(archive):
+            try:
+                header = parse_header(data)
+            except PermanentError as e:
+                log.warning("zip_member_unusable", stage="ingest", member=name, code=e.code)
+                continue
+            member_key = f"extracted/{digest}/{name}"
+            info = self.work.put_bytes(member_key, data)
+            member = SourceObject(self.work.bucket, member_key, info.size, info.sha256 or "")
+            results.append((series_key_of(header)[0], index_instance(self.work, header, member)))
+        return results
+
+    def _record_unusable(self, source: SourceObject, error: PermanentError) -> None:
+        digest = hashlib.sha256(f"{source.bucket}/{source.key}".encode()).hexdigest()[:24]
+        record = {
+            "code": error.code,
+            "reason": error.reason,
+            "stage": "ingest",
+            "inputs": [f"{source.bucket}/{source.key}"],
+            "at": utc_now_iso(),
+        }
+        self.work.put_bytes(f"errors/object-{digest}.json", json.dumps(record).encode())
+        log.warning("object_unusable", stage="ingest", code=error.code, key=source.key)
+
+    # -- assembly --------------------------------------------------------------------------
+    def _check_series(self, message: Message) -> list[Outbound]:
+        series_key = message["series_key"]
+        entries = read_series_index(self.work, series_key)
+        if not entries:
+            return []
+        newest = max(entry.generation for entry in entries)
+        if not message.get("force") and message.get("generation", "") < newest:
+            log.info("series_check_superseded", stage="ingest", series_key=series_key)
+            return []
+        job_id = compute_job_id(series_key, [e.instance_key for e in entries])
+        done_key = completion_record_key("ingest", "series", job_id)
+        previous = read_record(self.work, done_key)
+        if previous is not None:
+            log.info("series_already_done", stage="ingest", job_id=job_id)
+            return previous
+        outbound = self._assemble(entries, job_id, message)
+        write_record(self.work, done_key, outbound)
+        return outbound
+
+    def _assemble(self, entries: list[IndexEntry], job_id: str, message: Message) -> list[Outbound]:
+        started = self.timer()
+        headers = [e.header for e in entries]
+        skip = select_series(headers, self.config.selection)
+        first = entries[0].header
+        bound = log.bind(stage="ingest", job_id=job_id, series_uid=first.series_instance_uid)
+        if skip is not None:
+            record = {"code": skip.code, "reason": skip.reason, "at": utc_now_iso()}
+            self.work.put_bytes(f"skipped/{job_id}.json", json.dumps(record).encode())
+            bound.info("series_skipped", code=skip.code, reason=skip.reason)
+            return []
+        instances = []
+        for entry in entries:
+            try:
+                store = self.store_for_bucket(entry.source.bucket)
+                instances.append((entry.source.key, store.get_bytes(entry.source.key)))
+            except CovidCtError as e:
+                bound.warning("instance_unreadable", key=entry.source.key, error=str(e))
+                raise
+        result = convert_series(instances, self.config, headers=headers, check_selection=False)
+        volume_info = self.work.put_bytes(
+            f"volumes/{job_id}/image.mha", to_mha_bytes(result.volume), {"stage": "ingest"}
+        )
+        series_json = dict(result.series_json)
+        series_info = self.work.put_bytes(
+            f"volumes/{job_id}/series.json",
+            json.dumps(series_json, indent=2, sort_keys=True).encode(),
+            {"content-type": "application/json"},
+        )
+        identity = JobIdentity(
+            job_id=result.job_id,
+            study_instance_uid=first.study_instance_uid or "",
+            series_instance_uid=first.series_instance_uid or result.series_key,
+            correlation_id=message.get("correlation_id") or new_message_id(),
+            first_seen_at=min(e.indexed_at for e in entries),
+            instance_set_sha256=str(series_json.get("instance_set_sha256", "")),
+        )
+        volume = ObjectRef(
+            self.work.bucket, volume_info.key, volume_info.size, volume_info.sha256 or ""
+        )
+        meta = ObjectRef(
+            self.work.bucket, series_info.key, series_info.size, series_info.sha256 or ""
+        )
+        elapsed = self.timer() - started
+        bound.info("series_ready", slices=int(result.volume.array.shape[0]), seconds=elapsed)
+        return [
+            Outbound("segment.request", series_ready(identity, volume, meta, {"ingest": elapsed}))
+        ]
