@@ -184,3 +184,33 @@ def test_minio_notifications_trigger_assembly(
         channel_cleanup[1].exchange_delete(minio_exchange)
         channel_cleanup[0].close()
         stop_worker(worker, thread)
+
+
+def test_submit_uploads_and_the_manifest_skips_the_quiet_period(
+    amqp_url: str,
+    exchange: str,
+    samples_dir: Path,
+    s3_client: Any,
+    s3_store: S3Store,
+    input_store: S3Store,
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from covidct.submit import submit
+
+    folder = tmp_path / "upload"
+    shutil.copytree(small_tcia_series(samples_dir), folder / "series")
+    (folder / "README.txt").write_text("not DICOM")
+    stage = make_stage(s3_store, s3_client, quiet=600.0)  # a quiet wait would time out
+    worker, thread = start_worker(amqp_url, exchange, stage, s3_store)
+    publisher = ConfirmedPublisher(amqp_url, exchange)
+    try:
+        manifest = submit(folder, input_store, publisher.publish, progress=False)
+        assert len(manifest["keys"]) == 31
+        got = get_messages(amqp_url, f"{exchange}.segment", 1, timeout=60)
+        assert len(got) == 1
+        assert got[0][1]["correlation_id"] == manifest["correlation_id"]
+    finally:
+        publisher.close()
+        stop_worker(worker, thread)

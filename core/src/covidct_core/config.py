@@ -129,3 +129,21 @@ def read_worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
     if problems:
         raise ConfigError(problems)
     return WorkerSettings(**parts)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where a model stage finds its bundle and which device it prefers."""
+
+    model_uri: str = env_field(
+        "COVIDCT_MODEL_URI", "", help="bundle folder or s3://bucket/models/<name>/<version>/"
+    )
+    device: str = env_field("COVIDCT_DEVICE", "auto", help="auto | cpu | cuda")
+    cache_dir: str = env_field("COVIDCT_MODEL_CACHE", "/tmp/covidct-models")
+
+
+def read_model_settings(environ: Mapping[str, str]) -> ModelSettings:
+    settings = read_settings(ModelSettings, environ)
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError([f"COVIDCT_DEVICE must be auto, cpu or cuda, not {settings.device!r}"])
+    return settings

@@ -47,8 +47,15 @@ class Outbound:
 class Stage(Protocol):
     """What the worker and the embedded runner need from a stage."""
 
-    name: str
-    accepts: tuple[str, ...]
+    @property
+    def name(self) -> str:
+        """The stage name: ``ingest``, ``segment`` or ``classify``."""
+        ...
+
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        """The message schemas this stage handles."""
+        ...
 
     def completion_key(self, message: Message) -> str | None:
         """Deterministic key of this message's completion record, or None for none."""

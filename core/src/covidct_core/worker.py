@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -38,7 +39,7 @@ from covidct_core.errors import (
     MessageValidationError,
     PermanentError,
 )
-from covidct_core.messages import Message, job_failed, parse_message
+from covidct_core.messages import RESULT_READY, Message, job_failed, parse_message
 from covidct_core.metrics import StageMetrics, prime_stage
 from covidct_core.stage import Outbound, Stage, run_stage
 from covidct_core.storage import ObjectStore
@@ -244,6 +245,7 @@ class Worker:
         if isinstance(disposition, Done):
             for item in disposition.outbound:
                 publish_outbound(channel, exchange, item)
+                self._observe_end_to_end(item.message)
             return "ok"
         if isinstance(disposition, Retry):
             retries = retries_so_far(properties.headers, self.queues)
@@ -267,6 +269,16 @@ class Worker:
         if disposition.failed is not None:
             publish_message(channel, exchange, FAILED_ROUTING_KEY, disposition.failed)
         return "parked"
+
+    def _observe_end_to_end(self, message: Message) -> None:
+        """A result-ready closes a job: observe first instance seen -> result written."""
+        if message.get("schema") != RESULT_READY or not message.get("first_seen_at"):
+            return
+        try:
+            seen = datetime.fromisoformat(str(message["first_seen_at"]).replace("Z", "+00:00"))
+        except ValueError:
+            return
+        self.metrics.end_to_end.observe(max(0.0, (datetime.now(UTC) - seen).total_seconds()))
 
     def _is_current(self, channel: BlockingChannel) -> bool:
         current = self._channel

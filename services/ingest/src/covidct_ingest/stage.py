@@ -40,7 +40,7 @@ from covidct_core.volume_io import to_mha_bytes
 
 from covidct_ingest.archive import is_zip_bytes, iter_zip_members
 from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
-from covidct_ingest.convert import convert_series
+from covidct_ingest.convert import ConversionResult, convert_series
 from covidct_ingest.grouping import compute_job_id, series_key_of
 from covidct_ingest.headers import parse_header
 from covidct_ingest.index import (
@@ -214,31 +214,43 @@ class IngestStage:
                 bound.warning("instance_unreadable", key=entry.source.key, error=str(e))
                 raise
         result = convert_series(instances, self.config, headers=headers, check_selection=False)
-        volume_info = self.work.put_bytes(
-            f"volumes/{job_id}/image.mha", to_mha_bytes(result.volume), {"stage": "ingest"}
-        )
-        series_json = dict(result.series_json)
-        series_info = self.work.put_bytes(
-            f"volumes/{job_id}/series.json",
-            json.dumps(series_json, indent=2, sort_keys=True).encode(),
-            {"content-type": "application/json"},
-        )
-        identity = JobIdentity(
-            job_id=result.job_id,
-            study_instance_uid=first.study_instance_uid or "",
-            series_instance_uid=first.series_instance_uid or result.series_key,
+        ready = write_volume(
+            self.work,
+            result,
             correlation_id=message.get("correlation_id") or new_message_id(),
             first_seen_at=min(e.indexed_at for e in entries),
-            instance_set_sha256=str(series_json.get("instance_set_sha256", "")),
+            seconds=self.timer() - started,
         )
-        volume = ObjectRef(
-            self.work.bucket, volume_info.key, volume_info.size, volume_info.sha256 or ""
-        )
-        meta = ObjectRef(
-            self.work.bucket, series_info.key, series_info.size, series_info.sha256 or ""
-        )
-        elapsed = self.timer() - started
-        bound.info("series_ready", slices=int(result.volume.array.shape[0]), seconds=elapsed)
-        return [
-            Outbound("segment.request", series_ready(identity, volume, meta, {"ingest": elapsed}))
-        ]
+        bound.info("series_ready", slices=int(result.volume.array.shape[0]))
+        return [Outbound("segment.request", ready)]
+
+
+def write_volume(
+    work: ObjectStore,
+    result: ConversionResult,
+    correlation_id: str,
+    first_seen_at: str,
+    seconds: float,
+) -> Message:
+    """Write ``volumes/<job_id>/image.mha`` and ``series.json``; return the series-ready."""
+    job_id = result.job_id
+    volume_info = work.put_bytes(
+        f"volumes/{job_id}/image.mha", to_mha_bytes(result.volume), {"stage": "ingest"}
+    )
+    series_json = result.series_json
+    series_info = work.put_bytes(
+        f"volumes/{job_id}/series.json",
+        json.dumps(series_json, indent=2, sort_keys=True).encode(),
+        {"content-type": "application/json"},
+    )
+    identity = JobIdentity(
+        job_id=job_id,
+        study_instance_uid=str(series_json.get("study_instance_uid") or ""),
+        series_instance_uid=str(series_json.get("series_instance_uid") or result.series_key),
+        correlation_id=correlation_id,
+        first_seen_at=first_seen_at,
+        instance_set_sha256=str(series_json.get("instance_set_sha256", "")),
+    )
+    volume = ObjectRef(work.bucket, volume_info.key, volume_info.size, volume_info.sha256 or "")
+    meta = ObjectRef(work.bucket, series_info.key, series_info.size, series_info.sha256 or "")
+    return series_ready(identity, volume, meta, {"ingest": seconds})
