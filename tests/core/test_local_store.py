@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from covidct_core.errors import InvalidKeyError, ObjectNotFoundError
 from covidct_core.storage import LocalStore, sha256_bytes
 

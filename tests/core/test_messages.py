@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from covidct_core.errors import MessageValidationError
 from covidct_core.messages import (
     MASK_READY,
@@ -74,9 +73,7 @@ def test_malformed_bodies_are_rejected_with_a_reason(body: bytes, fragment: str)
 
 
 def test_schema_violation_names_the_field() -> None:
-    message = series_ready(
-        identity(), ObjectRef("w", "v", 1, SHA), ObjectRef("w", "s", 1, SHA), {}
-    )
+    message = series_ready(identity(), ObjectRef("w", "v", 1, SHA), ObjectRef("w", "s", 1, SHA), {})
     message["volume"]["sha256"] = "not-a-hash"
     with pytest.raises(MessageValidationError, match="volume/sha256"):
         parse_message(json.dumps(message).encode())

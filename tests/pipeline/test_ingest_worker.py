@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import random
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from covidct_core.broker import ConfirmedPublisher, publish_confirmed
 from covidct_core.messages import SERIES_READY, validate_message
 from covidct_core.metrics import create_metrics
@@ -21,6 +21,7 @@ from covidct_core.volume_io import read_mha_bytes
 from covidct_core.worker import Worker, WorkerOptions
 from covidct_ingest.stage import IngestStage
 from covidct_ingest.triggers import BucketPoller, decode_minio_event
+
 from tests.helpers import channel_for, get_messages, wait_for
 from tests.samples import small_tcia_series
 
@@ -94,7 +95,9 @@ def test_polled_series_becomes_one_volume_and_a_second_drop_makes_no_new_job(
     upload_series(input_store, series, "drop-1")
     input_store.put_bytes("drop-1/notes.txt", b"not a dicom file")
     input_store.put_bytes("drop-1/empty", b"")
-    worker, thread = start_worker(amqp_url, exchange, make_stage(s3_store, s3_client, 1.0), s3_store)
+    worker, thread = start_worker(
+        amqp_url, exchange, make_stage(s3_store, s3_client, 1.0), s3_store
+    )
     publisher = ConfirmedPublisher(amqp_url, exchange)
     poller = BucketPoller(input_store, s3_store, lambda m: publisher.publish("ingest.object", m))
     try:
@@ -138,7 +141,7 @@ def minio_event(bucket: str, key: str, size: int) -> bytes:
             "configurationId": "Config",
             "bucket": {"name": bucket, "ownerIdentity": {"principalId": "minioadmin"}},
             "object": {
-                "key": key.replace("/", "%2F"),
+                "key": urllib.parse.quote_plus(key, safe=""),  # Go url.QueryEscape
                 "size": size,
                 "eTag": "d41d8cd98f00b204e9800998ecf8427e",
                 "contentType": "application/octet-stream",
@@ -172,11 +175,17 @@ def test_minio_notifications_trigger_assembly(
         publish_confirmed(channel, minio_exchange, "", json.dumps(removal).encode())
         for key in keys:
             size = input_store.head(key).size  # type: ignore[union-attr]
-            publish_confirmed(channel, minio_exchange, "", minio_event(input_store.bucket, key, size))
+            publish_confirmed(
+                channel, minio_exchange, "", minio_event(input_store.bucket, key, size)
+            )
         got = get_messages(amqp_url, f"{exchange}.segment", 1, timeout=60)
         assert len(got) == 1
         assert got[0][1]["series_instance_uid"]
-        assert wait_for(lambda: worker.metrics.messages.labels(stage="ingest", outcome="parked")._value.get() == 0)
+        assert wait_for(
+            lambda: (
+                worker.metrics.messages.labels(stage="ingest", outcome="parked")._value.get() == 0
+            )
+        )
     finally:
         connection.close()
         channel_cleanup = channel_for(amqp_url)
