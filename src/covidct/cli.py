@@ -54,11 +54,10 @@ def build_model_stages(
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from covidct.embedded import EmbeddedPipeline, write_error_json
     from covidct_ingest.bag import collect_files, iter_series_outcomes, scan_bag
     from covidct_ingest.config import load_config
     from covidct_ingest.stage import write_volume
-
-    from covidct.embedded import EmbeddedPipeline, write_error_json
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -146,11 +145,10 @@ def _export(
 
 
 def command_submit(args: argparse.Namespace) -> int:
+    from covidct.submit import submit
     from covidct_core.broker import ConfirmedPublisher
     from covidct_core.config import BrokerSettings, StorageSettings, read_settings
     from covidct_core.s3 import S3Store, make_s3_client
-
-    from covidct.submit import submit
 
     broker = read_settings(BrokerSettings, os.environ)
     storage = read_settings(StorageSettings, os.environ)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from covidct_core.error_records import write_error
 from covidct_core.errors import PermanentError
 from covidct_core.messages import RESULT_READY, Message, new_message_id, utc_now_iso

@@ -11,9 +11,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from tqdm import tqdm
+
 from covidct_core.messages import MANIFEST, Message, envelope, new_message_id
 from covidct_core.storage import ObjectStore
-from tqdm import tqdm
 
 Publish = Callable[[str, Message], None]
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from covidct_core.config import read_worker_settings
 from covidct_core.errors import ConfigError
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from covidct_core.errors import InvalidKeyError, ObjectNotFoundError
 from covidct_core.storage import LocalStore, sha256_bytes
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from covidct_core.errors import MessageValidationError
 from covidct_core.messages import (
     MASK_READY,

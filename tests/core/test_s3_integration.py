@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from covidct_core.errors import ObjectNotFoundError
 from covidct_core.s3 import S3Store
 from covidct_core.storage import sha256_bytes, sha256_file

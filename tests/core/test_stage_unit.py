@@ -7,7 +7,6 @@ from covidct_core.messages import JobIdentity, ObjectRef, series_ready
 from covidct_core.stage import run_stage
 from covidct_core.storage import LocalStore
 from covidct_core.topology import StageQueues
-
 from tests.core.echo_stage import EchoStage
 
 SHA = "c" * 64

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from covidct_core.broker import publish_confirmed, publish_message
 from covidct_core.errors import UnroutableMessageError
 from covidct_core.messages import MASK_READY, SERIES_READY, parse_message
@@ -22,7 +23,6 @@ from covidct_core.topology import (
     failed_queue,
 )
 from covidct_core.worker import Worker, WorkerOptions
-
 from tests.conftest import REPO_ROOT
 from tests.core.echo_stage import EchoStage
 from tests.core.test_stage_unit import make_series_ready

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from covidct_core.s3 import S3Store
 
+from covidct_core.s3 import S3Store
 from tests.helpers import get_messages
 from tests.samples import small_tcia_series, tcia_series
 

@@ -9,7 +9,6 @@ from covidct_core.stage import Outbound, run_stage
 from covidct_core.storage import LocalStore
 from covidct_ingest.stage import IngestStage
 from covidct_ingest.triggers import object_event
-
 from tests.samples import small_tcia_series
 
 

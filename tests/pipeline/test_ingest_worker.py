@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from covidct_core.broker import ConfirmedPublisher, publish_confirmed
 from covidct_core.messages import SERIES_READY, validate_message
 from covidct_core.metrics import create_metrics
@@ -21,7 +22,6 @@ from covidct_core.volume_io import read_mha_bytes
 from covidct_core.worker import Worker, WorkerOptions
 from covidct_ingest.stage import IngestStage
 from covidct_ingest.triggers import BucketPoller, decode_minio_event
-
 from tests.helpers import channel_for, get_messages, wait_for
 from tests.samples import small_tcia_series
 

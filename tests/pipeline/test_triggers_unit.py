@@ -4,11 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+
 from covidct_core.errors import MessageValidationError
 from covidct_core.messages import OBJECT_EVENT, Message, validate_message
 from covidct_core.storage import LocalStore
 from covidct_ingest.triggers import BucketPoller, decode_minio_event
-
 from tests.pipeline.test_ingest_worker import minio_event
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from covidct_core.errors import PermanentError
 from covidct_core.messages import utc_now_iso
 from covidct_core.storage import ObjectStore
-
 from covidct_ingest.grouping import series_key_of
 from covidct_ingest.headers import (
     PREFIX_SIZE,

@@ -14,7 +14,6 @@ from covidct_core.entrypoint import BuiltStage, WorkerContext, exit_with, serve_
 from covidct_core.errors import ConfigError
 from covidct_core.s3 import S3Store
 from covidct_core.worker import Worker
-
 from covidct_ingest.config import load_config
 from covidct_ingest.stage import IngestStage
 from covidct_ingest.triggers import BucketPoller, decode_minio_event

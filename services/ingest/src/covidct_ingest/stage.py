@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
+
 from covidct_core.errors import CovidCtError, PermanentError
 from covidct_core.messages import (
     MANIFEST,
@@ -37,7 +38,6 @@ from covidct_core.messages import (
 from covidct_core.stage import Outbound, completion_record_key, read_record, write_record
 from covidct_core.storage import ObjectStore
 from covidct_core.volume_io import to_mha_bytes
-
 from covidct_ingest.archive import is_zip_bytes, iter_zip_members
 from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
 from covidct_ingest.convert import ConversionResult, convert_series

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
+
 from covidct_core.errors import CovidCtError, MessageValidationError
 from covidct_core.messages import OBJECT_EVENT, Message, envelope, new_message_id
 from covidct_core.storage import ObjectInfo, ObjectStore
