@@ -10,6 +10,12 @@ PYPROJECTS := pyproject.toml core/pyproject.toml services/ingest/pyproject.toml 
 LINT_PATHS := core services src tests bench models scripts
 TYPED_PATHS := core/src services/ingest/src services/segment/src services/classify/src src
 
+REGISTRY ?= ghcr.io/covidct
+VERSION ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/covidct/Chart.yaml)
+VARIANT ?= cuda
+IMAGE_SUFFIX := $(if $(filter cpu,$(VARIANT)),-cpu,)
+
+.PHONY: images samples chart-docs e2e
 .PHONY: install services-up services-down lint typecheck test test-unit test-integration \
 	demo bench clean
 
@@ -55,3 +61,21 @@ bench: services-up
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache
+
+# Container images (needs a Docker engine): VARIANT=cuda (default) or cpu.
+images:
+	DOCKER_BUILDKIT=1 docker build -f services/ingest/Dockerfile -t $(REGISTRY)/covidct-ingest:$(VERSION) .
+	for s in segment classify; do DOCKER_BUILDKIT=1 docker build -f services/$$s/Dockerfile \
+	  --build-arg VARIANT=$(VARIANT) -t $(REGISTRY)/covidct-$$s:$(VERSION)$(IMAGE_SUFFIX) . || exit 1; done
+
+# Download a small public CT set (TCIA) for users outside this environment.
+samples:
+	bash scripts/samples.sh
+
+# Regenerate charts/covidct/README.md from the `# --` comments in values.yaml.
+chart-docs: install
+	$(PY) scripts/chart_docs.py
+
+# kind end-to-end test (needs Docker, kind and kubectl).
+e2e: install
+	$(VENV)/bin/pytest -q -m e2e tests/e2e
