@@ -1,0 +1,169 @@
+"""Pipeline overhead: the distributed pipeline vs the bare stage computations, same run.
+
+Starts the three workers as processes against the local RabbitMQ and SeaweedFS, warms them
+up (model loading is excluded), then for each round uploads a real series, publishes a
+manifest (as ``covidct submit`` does) and waits for result-ready. The baseline is the sum of
+the bare computations on the same files in this process: DICOM conversion, lung
+segmentation, classification, lung metrics and the overview image.
+
+Prints ``pipeline_overhead_ratio: X`` (median end-to-end / median bare sum; target <= 1.10)
+and the absolute overhead in ms per series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from covidct_core.broker import ConfirmedPublisher
+from covidct_core.s3 import S3Store, make_s3_client
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SAMPLES = Path(os.environ.get("COVIDCT_SAMPLES", ROOT.parent / "shared" / "data"))
+AMQP = os.environ.get("COVIDCT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+S3 = {
+    "endpoint": os.environ.get("COVIDCT_S3_ENDPOINT", "http://127.0.0.1:8333"),
+    "access_key": os.environ.get("COVIDCT_S3_ACCESS_KEY", "covidct"),
+    "secret_key": os.environ.get("COVIDCT_S3_SECRET_KEY", "covidct-secret"),
+}
+
+
+def series_folder() -> Path:
+    root = SAMPLES / "tcia-lung-pet-ct-dx"
+    return sorted({p.parent for p in root.rglob("*.dcm") if "A0002" in str(p)})[0]
+
+
+def bare_seconds(folder: Path) -> float:
+    """The stage computations alone, in this process, on local files."""
+    from covidct_classify.loading import load_classifier
+    from covidct_classify.metrics import lung_metrics
+    from covidct_classify.overview import render_overview
+    from covidct_ingest.convert import convert_series
+    from covidct_segment.segmenters import build_segmenter
+
+    segmenter = build_segmenter("model", None, None, "cpu")
+    classifier = load_classifier(None, None, "cpu")
+    instances = [(p.name, p.read_bytes()) for p in sorted(folder.glob("*.dcm"))]
+    start = time.perf_counter()
+    volume = convert_series(instances).volume
+    mask = segmenter.segment(volume).mask.array > 0
+    classifier.predict(volume.array, mask, volume.spacing)
+    lung_metrics(volume.array, mask, volume.spacing)
+    render_overview(volume.array, mask, volume.spacing, volume.direction, ["bench"])
+    return time.perf_counter() - start
+
+
+def start_workers(env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
+    processes = []
+    for offset, name in enumerate(("ingest", "segment", "classify")):
+        log = (logs / f"{name}.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                [str(BIN / f"covidct-{name}")],
+                env={**env, "COVIDCT_METRICS_PORT": str(19300 + offset)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return processes
+
+
+def run_once(store: S3Store, publisher: ConfirmedPublisher, folder: Path, results: Any) -> float:
+    """Upload the series, publish its manifest, wait for result-ready; seconds after publish.
+
+    The same files give the same job, so main clears the work bucket between rounds."""
+    from covidct.submit import submit
+
+    prefix = f"bench/{uuid.uuid4().hex[:8]}"
+    keys_before = time.perf_counter()
+    manifest = submit(folder, store, lambda *_: None, prefix, progress=False)
+    start = time.perf_counter()
+    publisher.publish("ingest.manifest", manifest)
+    while True:
+        method, _props, _body = results.basic_get(results.queue_name, auto_ack=True)
+        if method is not None:
+            return time.perf_counter() - start
+        if time.perf_counter() - keys_before > 600:
+            raise TimeoutError("no result within 10 minutes")
+        time.sleep(0.02)
+
+
+def clear_work(client: Any, bucket: str) -> None:
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket):
+        keys = [
+            {"Key": o["Key"]}
+            for o in page.get("Contents", [])
+            if not o["Key"].startswith("models/")
+        ]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+
+def main() -> None:
+    import pika
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    folder = series_folder()
+    client = make_s3_client(S3["endpoint"], S3["access_key"], S3["secret_key"], "us-east-1")
+    tag = uuid.uuid4().hex[:8]
+    exchange, work, inbox = f"bench-{tag}", f"bench-work-{tag}", f"bench-in-{tag}"
+    for bucket in (work, inbox):
+        client.create_bucket(Bucket=bucket)
+    env = {
+        **os.environ,
+        "COVIDCT_AMQP_URL": AMQP,
+        "COVIDCT_EXCHANGE": exchange,
+        "COVIDCT_S3_ENDPOINT": S3["endpoint"],
+        "COVIDCT_S3_ACCESS_KEY": S3["access_key"],
+        "COVIDCT_S3_SECRET_KEY": S3["secret_key"],
+        "COVIDCT_WORK_BUCKET": work,
+        "COVIDCT_INPUT_BUCKET": inbox,
+        "COVIDCT_DEVICE": "cpu",
+        "COVIDCT_LOG_LEVEL": "WARNING",
+    }
+    logs = Path(tempfile.mkdtemp(prefix="covidct-bench-"))
+    processes = start_workers(env, logs)
+    publisher = ConfirmedPublisher(AMQP, exchange, (10.0, 60.0, 300.0))
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP))
+    results = connection.channel()
+    from covidct_core.topology import declare_topology, results_queue
+
+    declare_topology(results, exchange, (10.0, 60.0, 300.0))
+    results.queue_name = results_queue(exchange)  # type: ignore[attr-defined]
+    store = S3Store(client, inbox)
+    try:
+        run_once(store, publisher, folder, results)  # warm-up: models load, caches fill
+        end_to_end, bare = [], []
+        for _ in range(args.rounds):
+            clear_work(client, work)
+            bare.append(bare_seconds(folder))
+            end_to_end.append(run_once(store, publisher, folder, results))
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
+        connection.close()
+        publisher.close()
+    e2e, base = statistics.median(end_to_end), statistics.median(bare)
+    print(f"end_to_end_s: {e2e:.3f}")
+    print(f"bare_compute_s: {base:.3f}")
+    print(f"pipeline_overhead_ms_per_series: {1000 * (e2e - base):.0f}")
+    print(f"pipeline_overhead_ratio: {e2e / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()

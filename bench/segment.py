@@ -1,0 +1,122 @@
+"""Benchmark the segment stage on a real chest series against the bare network.
+
+Prints ``segment_wrapper_ratio`` = segment stage time (read the volume from a local store,
+preprocess, sliding-window inference, post-process, classical QA, write the mask) divided by
+(number of windows x bare forward time of one window), both measured in this run, plus the
+absolute wall and CPU seconds. Target: ratio <= 1.10.
+
+Usage: python bench/segment.py [--series DIR] [--threads 2] [--repeats 3]
+(default series: LIDC-IDRI-0001 from $COVIDCT_SAMPLES or ../shared/data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from covidct_core.messages import JobIdentity, ObjectRef, series_ready
+from covidct_core.storage import LocalStore
+from covidct_core.volume_io import Volume, from_sitk, to_mha_bytes
+from covidct_segment.bundle import load_bundle
+from covidct_segment.segmenters import ModelSegmenter, SegmentResult
+from covidct_segment.stage import SegmentStage
+
+REPO = Path(__file__).resolve().parent.parent
+JOB = "b3c4d5e6f7a8b9c0"
+
+
+class RecordingSegmenter:
+    """Delegates to the model segmenter and keeps its last result (for the window count)."""
+
+    def __init__(self, inner: ModelSegmenter) -> None:
+        self.inner = inner
+        self.model_ref = inner.model_ref
+        self.last: SegmentResult | None = None
+
+    def segment(self, volume: Volume) -> SegmentResult:
+        self.last = self.inner.segment(volume)
+        return self.last
+
+
+def default_series() -> Path:
+    samples = Path(os.environ.get("COVIDCT_SAMPLES", str(REPO.parent / "shared" / "data")))
+    return next((samples / "lidc-idri-0001").rglob("*.dcm")).parent
+
+
+def read_series(directory: Path) -> Volume:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(directory)))
+    volume = from_sitk(reader.Execute())
+    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
+
+
+def bare_forward_seconds(model: torch.nn.Module, roi: tuple[int, int, int], repeats: int) -> float:
+    window = torch.rand(1, 1, *roi)
+    times = []
+    with torch.inference_mode():
+        model(window)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model(window)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="segment stage vs bare forward")
+    parser.add_argument("--series", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    series = args.series or default_series()
+    volume = read_series(series)
+    bundle = load_bundle(str(REPO / "models" / "lung_seg"))
+    segmenter = RecordingSegmenter(ModelSegmenter(bundle, torch.device("cpu")))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(Path(tmp), bucket="bench")
+        info = store.put_bytes(f"volumes/{JOB}/image.mha", to_mha_bytes(volume))
+        meta = store.put_bytes(f"volumes/{JOB}/series.json", b"{}")
+        identity = JobIdentity(JOB, "1.2", "1.2.3", "bench", "2026-01-01T00:00:00.000Z")
+        message = series_ready(
+            identity,
+            ObjectRef(store.bucket, info.key, info.size, info.sha256 or ""),
+            ObjectRef(store.bucket, meta.key, meta.size, meta.sha256 or ""),
+            {},
+        )
+        stage = SegmentStage(store, segmenter)
+        stage.handle(message)  # warm-up: allocator, oneDNN kernels
+        stage_times, cpu_times, forward_times = [], [], []
+        for _ in range(args.repeats):
+            cpu_started, started = time.process_time(), time.perf_counter()
+            stage.handle(message)
+            stage_times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
+            forward_times.append(
+                bare_forward_seconds(bundle.model, segmenter.inner.settings.roi_size, 3)
+            )
+    result = segmenter.last
+    if result is None:
+        raise SystemExit("the stage did not run")
+    stage_s = statistics.median(stage_times)
+    forward_s = statistics.median(forward_times)
+    ratio = stage_s / (result.windows * forward_s)
+    print(f"series: {series.name} shape(z,y,x)={volume.array.shape} spacing={volume.spacing}")
+    print(f"windows: {result.windows} roi={segmenter.inner.settings.roi_size}")
+    print(f"bare_forward_s_per_window: {forward_s:.3f}")
+    print(f"stage_timings: { {k: round(v, 3) for k, v in result.timings.items()} }")
+    print(f"segment_stage_wall_s: {stage_s:.2f}")
+    print(f"segment_stage_cpu_s: {statistics.median(cpu_times):.2f}")
+    print(f"segment_wrapper_ratio: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
