@@ -137,3 +137,14 @@ def s3_store(s3_client: Any, s3_bucket: str) -> Any:
     from covidct_core.s3 import S3Store
 
     return S3Store(s3_client, s3_bucket)
+
+
+@pytest.fixture
+def input_store(s3_client: Any) -> Iterator[Any]:
+    """A second fresh bucket: the input bucket users drop DICOM files into."""
+    from covidct_core.s3 import S3Store
+
+    name = f"in-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    yield S3Store(s3_client, name)
+    _empty_bucket(s3_client, name)

@@ -26,16 +26,6 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def input_store(s3_client: Any) -> Iterator[S3Store]:
-    name = f"in-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    yield S3Store(s3_client, name)
-    from tests.conftest import _empty_bucket
-
-    _empty_bucket(s3_client, name)
-
-
-@pytest.fixture
 def services(
     amqp_url: str,
     exchange: str,

@@ -7,7 +7,6 @@ import random
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,6 @@ from tests.samples import small_tcia_series
 
 pytestmark = pytest.mark.integration
 RETRIES = (0.5,)
-
-
-@pytest.fixture
-def input_store(s3_client: Any) -> Iterator[S3Store]:
-    name = f"in-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    yield S3Store(s3_client, name)
-    from tests.conftest import _empty_bucket
-
-    _empty_bucket(s3_client, name)
 
 
 def upload_series(store: ObjectStore, folder: Path, prefix: str, seed: int = 0) -> list[str]:
