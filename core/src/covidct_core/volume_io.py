@@ -70,13 +70,13 @@ class Volume:
         """Patient-space point(s) of continuous index (x, y, z); accepts shape (3,) or (n, 3)."""
         idx = np.asarray(index_xyz, dtype=np.float64)
         scaled = idx * np.asarray(self.spacing)
-        return np.asarray(self.origin) + scaled @ self.direction_matrix().T
+        return np.asarray(np.asarray(self.origin) + scaled @ self.direction_matrix().T, np.float64)
 
     def physical_to_index(self, point_xyz: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Continuous index (x, y, z) of patient-space point(s); inverse of index_to_physical."""
         pts = np.asarray(point_xyz, dtype=np.float64) - np.asarray(self.origin)
         inv = np.linalg.inv(self.direction_matrix() * np.asarray(self.spacing))
-        return np.asarray(pts @ inv.T)
+        return np.asarray(pts @ inv.T, dtype=np.float64)
 
     def same_geometry(self, other: Volume, tol: float = 1e-6) -> bool:
         return (
@@ -93,7 +93,7 @@ def _fmt(values: tuple[float, ...] | list[float]) -> str:
 
 def mha_header(volume: Volume) -> bytes:
     """The text header of an uncompressed single-file MetaImage for ``volume``."""
-    key = volume.array.dtype.newbyteorder("<").str.replace("|", "<")
+    key = volume.array.dtype.newbyteorder("<").str
     met = _DTYPE_TO_MET.get(key)
     if met is None:
         raise ValueError(f"unsupported voxel type {volume.array.dtype}")
@@ -121,7 +121,7 @@ def _voxel_bytes(volume: Volume) -> memoryview:
     array = volume.array
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    return memoryview(np.ascontiguousarray(array)).cast("B")
+    return np.ascontiguousarray(array).data.cast("B")
 
 
 def to_mha_bytes(volume: Volume) -> bytes:
@@ -180,7 +180,9 @@ def _shape_and_type(fields: dict[str, str]) -> tuple[tuple[int, int, int], np.dt
 
 
 def _volume_from_fields(fields: dict[str, str], array: npt.NDArray[Any]) -> Volume:
-    matrix_text = fields.get("TransformMatrix") or fields.get("Rotation") or fields.get("Orientation")
+    matrix_text = (
+        fields.get("TransformMatrix") or fields.get("Rotation") or fields.get("Orientation")
+    )
     direction = IDENTITY_DIRECTION
     if matrix_text:
         direction = tuple(np.asarray(_floats(matrix_text, 9)).reshape(3, 3).T.ravel().tolist())

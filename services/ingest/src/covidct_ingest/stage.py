@@ -38,6 +38,7 @@ from covidct_core.messages import (
 from covidct_core.stage import Outbound, completion_record_key, read_record, write_record
 from covidct_core.storage import ObjectStore
 from covidct_core.volume_io import to_mha_bytes
+from covidct_ingest import codes
 from covidct_ingest.archive import is_zip_bytes, iter_zip_members
 from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
 from covidct_ingest.convert import ConversionResult, convert_series
@@ -114,6 +115,9 @@ class IngestStage:
                         if newest is None or (entry and entry.generation > newest.generation):
                             touched[entry_series] = entry
             except PermanentError as e:
+                if e.code == codes.DICOMDIR:
+                    log.info("dicomdir_ignored", stage="ingest", key=source.key)
+                    continue
                 failures.append(e)
                 self._record_unusable(source, e)
         if failures and not touched and len(failures) == len(objects) and not forced:
@@ -213,7 +217,8 @@ class IngestStage:
             except CovidCtError as e:
                 bound.warning("instance_unreadable", key=entry.source.key, error=str(e))
                 raise
-        result = convert_series(instances, self.config, headers=headers, check_selection=False)
+        # headers=None: parse the bytes just downloaded (the index may describe an older version)
+        result = convert_series(instances, self.config, check_selection=False)
         ready = write_volume(
             self.work,
             result,
