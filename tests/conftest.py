@@ -28,9 +28,9 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def service_missing(what: str) -> None:
+def service_missing(what: str, hint: str = "start it with `make services-up`") -> None:
     """Fail in CI, skip by hand: a missing service never turns into a pass."""
-    message = f"{what} is not reachable; start it with `make services-up`"
+    message = f"{what} is not reachable; {hint}"
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
@@ -44,7 +44,7 @@ def samples_root() -> Path:
 def samples_dir() -> Path:
     root = samples_root()
     if not root.is_dir():
-        service_missing(f"the sample data folder {root}")
+        service_missing(f"the sample data folder {root}", "set COVIDCT_SAMPLES")
     return root
 
 
