@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from covidct_core.s3 import S3Store
-from tests.helpers import get_messages
+from covidct_core.topology import declare_topology
+from tests.helpers import channel_for, get_messages
 from tests.samples import small_tcia_series, tcia_series
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,6 +50,9 @@ def services(
         "COVIDCT_QUIET_PERIOD": "2",
         "COVIDCT_DEVICE": "cpu",
     }
+    connection, channel = channel_for(amqp_url)
+    declare_topology(channel, exchange, (1.0, 2.0))  # so the test can read results at once
+    connection.close()
     processes = {}
     logs = {}
     for port, name in enumerate(("ingest", "segment", "classify"), start=19100):
@@ -115,7 +119,8 @@ def test_a_dropped_series_yields_results_and_matches_the_embedded_run(
     assert len(embedded_rows) == 1
     for column in ("probability_covid19", "lung_volume_ml", "percent_opacity"):
         assert abs(float(embedded_rows[0][column]) - float(rows[0][column])) < 1e-5, column
-    assert document["job_id"] == result["job_id"]
+    assert document["provenance"]["job_id"] == result["job_id"]
+    assert document["research_use_disclaimer"].startswith("RESEARCH USE ONLY")
 
 
 def test_three_series_at_once_all_complete(
