@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from covidct_classify.loading import load_classifier
+from covidct_classify.stage import ClassifyStage
 from covidct_core.config import read_model_settings
 from covidct_core.entrypoint import BuiltStage, WorkerContext, exit_with, serve_stage
 from covidct_core.s3 import S3Store
 from covidct_segment.bundle import split_uri
-
-from covidct_classify.loading import load_classifier
-from covidct_classify.stage import ClassifyStage
 
 
 def build(context: WorkerContext) -> BuiltStage:
