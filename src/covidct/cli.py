@@ -7,7 +7,6 @@ same stage objects the distributed workers use. Research use only.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -76,9 +75,8 @@ def command_run(args: argparse.Namespace) -> int:
         _say(f"[{stage}] {series}")
 
     pipeline = EmbeddedPipeline(work, stages, on_stage)
-    rows: list[dict[str, str]] = []
+    done = 0
     failures: list[str] = []
-    header: list[str] | None = None
     for outcome in iter_series_outcomes(scan, config):
         label = outcome.series_key
         if outcome.status == "skipped":
@@ -104,13 +102,9 @@ def command_run(args: argparse.Namespace) -> int:
             failures.append(f"{label}: {e.code} — {e.reason}")
             _say(f"[error] {label}: {e.code} — {e.reason}")
             continue
-        header = _export(work, results, ready, target, rows) or header
-    if rows and header:
-        with (out / "results.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(rows)
-        _say(f"done: {len(rows)} series in {time.perf_counter() - started:.1f}s -> {out}")
+        done += _export(work, results, ready, target, out / "results.csv")
+    if done:
+        _say(f"done: {done} series in {time.perf_counter() - started:.1f}s -> {out}")
         return 0
     _say("no series could be processed:")
     for line in failures or ["no eligible axial CT series found"]:
@@ -119,9 +113,12 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def _export(
-    work: LocalStore, results: Sequence[Message], ready: Message, target: Path, rows: list[Any]
-) -> list[str] | None:
-    header: list[str] | None = None
+    work: LocalStore, results: Sequence[Message], ready: Message, target: Path, collected: Path
+) -> int:
+    """Give a finished series its user-facing files; add its row to ``collected``."""
+    from covidct_classify.results import upsert_results_csv
+
+    exported = 0
     target.mkdir(parents=True, exist_ok=True)
     _link_or_copy(work.root / ready["volume"]["key"], target / "image.mha")
     for result in results:
@@ -136,12 +133,10 @@ def _export(
             source = work.root / prefix / name
             if source.is_file():
                 _link_or_copy(source, target / name)
-        with (target / "result.csv").open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = list(reader.fieldnames or [])
-            rows.extend(reader)
+        upsert_results_csv(collected, (target / "result.csv").read_bytes())
+        exported += 1
         _say(f"[classify] {target.name}: P(COVID-19) = {result['probability_covid19']:.3f}")
-    return header
+    return exported
 
 
 def command_submit(args: argparse.Namespace) -> int:
