@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from covidct_core.errors import CovidCtError
 from covidct_core.messages import Message
 from covidct_core.stage import run_stage
 from covidct_core.storage import LocalStore, put_bytes_if_absent
@@ -47,9 +50,9 @@ def test_the_first_claimer_wins_and_others_lose_while_the_claim_is_fresh(
 ) -> None:
     store = LocalStore(tmp_path)
     assert latest_claim(store, JOB) is None
-    assert claim_job(store, JOB, "a", LEASE, clock=lambda: 1000.0)
-    assert not claim_job(store, JOB, "b", LEASE, clock=lambda: 1000.0)
-    assert not claim_job(store, JOB, "b", LEASE, clock=lambda: 1000.0 + LEASE - 1)
+    assert claim_job(store, JOB, "a", LEASE, clock=lambda: 1000.0) == claim_key(JOB, 0)
+    assert claim_job(store, JOB, "b", LEASE, clock=lambda: 1000.0) is None
+    assert claim_job(store, JOB, "b", LEASE, clock=lambda: 1000.0 + LEASE - 1) is None
     claim = latest_claim(store, JOB)
     assert claim is not None and (claim.number, claim.owner) == (0, "a")
 
@@ -58,8 +61,8 @@ def test_an_abandoned_claim_is_taken_over_once_with_the_next_number(tmp_path: Pa
     store = LocalStore(tmp_path)
     assert claim_job(store, JOB, "dead", LEASE, clock=lambda: 1000.0)
     later = 1000.0 + LEASE + 1
-    assert claim_job(store, JOB, "b", LEASE, clock=lambda: later)
-    assert not claim_job(store, JOB, "c", LEASE, clock=lambda: later)
+    assert claim_job(store, JOB, "b", LEASE, clock=lambda: later) == claim_key(JOB, 1)
+    assert claim_job(store, JOB, "c", LEASE, clock=lambda: later) is None
     claim = latest_claim(store, JOB)
     assert claim is not None and (claim.number, claim.owner) == (1, "b")
     assert json.loads(store.get_bytes(claim_key(JOB, 0)))["owner"] == "dead"  # kept
@@ -113,3 +116,18 @@ def test_an_abandoned_claim_is_taken_over_and_the_job_assembled(
     assert ready.routing_key == "segment.request" and ready.message["job_id"] == job_id
     claim = latest_claim(stage.work, job_id)
     assert claim is not None and (claim.number, claim.owner) == (1, check["message_id"])
+
+
+def test_a_failed_assembly_gives_its_claim_up_so_the_retry_assembles_at_once(
+    tmp_path: Path, samples_dir: Path
+) -> None:
+    stage, check, job_id = indexed_series(tmp_path, samples_dir)
+    inbox = stage.store_for_bucket("input")
+    kept = inbox.get_bytes("s/0")
+    inbox.delete("s/0")  # an instance unreadable for a moment
+    with pytest.raises(CovidCtError):
+        stage.handle(check)
+    assert latest_claim(stage.work, job_id) is None
+    inbox.put_bytes("s/0", kept)
+    (ready,) = stage.handle(check)  # the retry of the same message
+    assert ready.routing_key == "segment.request"

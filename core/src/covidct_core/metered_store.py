@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from covidct_core.metrics import StageMetrics
-from covidct_core.storage import ObjectInfo, ObjectStore
+from covidct_core.storage import ObjectInfo, ObjectStore, put_bytes_if_absent
 
 
 class MeteredStore:
@@ -23,6 +23,14 @@ class MeteredStore:
     ) -> ObjectInfo:
         info = self.inner.put_bytes(key, data, metadata)
         self._written.inc(info.size)
+        return info
+
+    def put_bytes_if_absent(
+        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> ObjectInfo | None:
+        info = put_bytes_if_absent(self.inner, key, data, metadata)
+        if info is not None:
+            self._written.inc(info.size)
         return info
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None) -> ObjectInfo:

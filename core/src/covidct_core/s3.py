@@ -23,6 +23,8 @@ from covidct_core.storage import (
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024
 NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+# a conditional PUT lost: the key exists (412), or another conditional write is in flight (409)
+CONDITION_LOST_CODES = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
 
 def make_s3_client(endpoint: str, access_key: str, secret_key: str, region: str) -> Any:
@@ -93,6 +95,26 @@ class S3Store:
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=meta)
         except (ClientError, BotoCoreError) as e:
             raise RetryableError(f"put {key} failed: {e}") from e
+        return ObjectInfo(key, len(data), sha, str(response.get("ETag", "")).strip('"'), meta)
+
+    def put_bytes_if_absent(
+        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> ObjectInfo | None:
+        """Create ``key`` only when it does not exist (conditional PUT ``If-None-Match: *``,
+        supported by AWS S3, MinIO and SeaweedFS); None when it already existed."""
+        validate_key(key)
+        sha = sha256_bytes(data)
+        meta = {**(metadata or {}), SHA256_METADATA_KEY: sha}
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, Metadata=meta, IfNoneMatch="*"
+            )
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in CONDITION_LOST_CODES:
+                return None
+            raise RetryableError(f"conditional put {key} failed: {e}") from e
+        except BotoCoreError as e:
+            raise RetryableError(f"conditional put {key} failed: {e}") from e
         return ObjectInfo(key, len(data), sha, str(response.get("ETag", "")).strip('"'), meta)
 
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None) -> ObjectInfo:

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from covidct_core.errors import InvalidKeyError, ObjectNotFoundError
 
@@ -57,6 +57,30 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "", start_after: str = "") -> Iterator[ObjectInfo]: ...
 
     def delete(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class SupportsPutIfAbsent(Protocol):
+    """A store that can create an object atomically only when its key is still free."""
+
+    def put_bytes_if_absent(
+        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> ObjectInfo | None: ...
+
+
+def put_bytes_if_absent(
+    store: ObjectStore, key: str, data: bytes, metadata: dict[str, str] | None = None
+) -> ObjectInfo | None:
+    """Create ``key`` only when no object exists there; None when one already did.
+
+    Atomic where the store supports it (S3 conditional PUT ``If-None-Match: *``, LocalStore);
+    other stores fall back to head-then-put, which two concurrent writers can both pass.
+    """
+    if isinstance(store, SupportsPutIfAbsent):
+        return store.put_bytes_if_absent(key, data, metadata)
+    if store.head(key) is not None:
+        return None
+    return store.put_bytes(key, data, metadata)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -126,6 +150,25 @@ class LocalStore:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
+        info = ObjectInfo(key, len(data), sha256_bytes(data), None, dict(metadata or {}))
+        self._write_meta(key, info)
+        return info
+
+    def put_bytes_if_absent(
+        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> ObjectInfo | None:
+        """Create ``key`` atomically (a hard link fails when the name exists)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.link(tmp, path)
+        except FileExistsError:
+            return None
+        finally:
+            Path(tmp).unlink()
         info = ObjectInfo(key, len(data), sha256_bytes(data), None, dict(metadata or {}))
         self._write_meta(key, info)
         return info

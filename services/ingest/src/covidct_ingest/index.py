@@ -14,7 +14,7 @@ from typing import Any
 
 from covidct_core.errors import PermanentError
 from covidct_core.messages import utc_now_iso
-from covidct_core.storage import ObjectStore
+from covidct_core.storage import ObjectStore, put_bytes_if_absent
 from covidct_ingest.grouping import series_key_of
 from covidct_ingest.headers import (
     PREFIX_SIZE,
@@ -104,7 +104,8 @@ def _entry_key(series_key: str, key: str) -> str:
 def index_instance(
     work: ObjectStore, header: InstanceHeader, source: SourceObject
 ) -> IndexEntry | None:
-    """Record ``header``; return the entry, or None when this exact object was already indexed.
+    """Record ``header``; return the entry, or None when this exact object was already indexed
+    (also by a concurrent replica: entries are created, never overwritten).
 
     An instance key seen before with different content (another ETag or size) is kept as a
     variant ``<instance>~<etag>`` so that assembly can report the conflict.
@@ -130,8 +131,12 @@ def index_instance(
         indexed_at=utc_now_iso(),
         generation=f"{time.time_ns():020d}-{inst_key}",
     )
-    work.put_bytes(key, entry.to_json(), {"content-type": "application/json"})
-    return entry
+    # conditional: when two replicas index the same object at once, one entry (and one
+    # series check) wins and the other returns None instead of overwriting it
+    created = put_bytes_if_absent(work, key, entry.to_json(), {"content-type": "application/json"})
+    if created is not None:
+        return entry
+    return None
 
 
 def read_series_index(work: ObjectStore, series_key: str) -> list[IndexEntry]:

@@ -7,9 +7,14 @@ Messages it accepts:
 - series-check: if no newer instance arrived since it was scheduled, assemble the series,
   write ``volumes/<job_id>/image.mha`` and ``series.json`` and publish series-ready.
 
-All state lives in the work bucket (the index, completion records), never in memory, so any
-replica can take any message. A job is recorded as done under ``done/ingest/series/<job_id>``;
-the same instance set arriving again re-publishes the same series-ready and nothing else.
+All state lives in the work bucket (the index, claims, completion records), never in memory,
+so any replica can take any message. Several checks of one instance set may pass at once
+(duplicate announcements, redeliveries); a conditional-PUT claim (:mod:`covidct_ingest.claims`)
+lets exactly one of them assemble, the others look again after the quiet period (a deferred
+check, ``attempt`` > 0); a failed assembly gives its claim up. A job is recorded as done under
+``done/ingest/series/<job_id>``; the same instance set arriving again re-publishes the same
+series-ready and nothing else, and a deferred check that finds the job done publishes nothing
+(the claim's owner did, or its redelivery will).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from covidct_core.storage import ObjectStore
 from covidct_core.volume_io import to_mha_bytes
 from covidct_ingest import codes
 from covidct_ingest.archive import is_zip_bytes, iter_zip_members
+from covidct_ingest.claims import claim_job, release_claim
 from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
 from covidct_ingest.convert import ConversionResult, convert_series
 from covidct_ingest.grouping import compute_job_id, series_key_of
@@ -55,6 +61,9 @@ from covidct_ingest.selection import select_series
 
 log = structlog.get_logger()
 
+MIN_RECHECK_SECONDS = 2.0
+ENVELOPE_FIELDS = ("schema", "message_id", "created_at", "attempt")
+
 StoreForBucket = Callable[[str], ObjectStore]
 
 
@@ -67,6 +76,8 @@ class IngestStage:
     config: IngestConfig = DEFAULT_CONFIG
     quiet_period: float = 10.0
     timer: Callable[[], float] = time.perf_counter
+    # a claim older than this without a completion record is taken as abandoned
+    claim_lease: float = 600.0
 
     name: str = "ingest"
     accepts: tuple[str, ...] = (OBJECT_EVENT, MANIFEST, SERIES_CHECK)
@@ -191,12 +202,31 @@ class IngestStage:
         job_id = compute_job_id(series_key, [e.instance_key for e in entries])
         done_key = completion_record_key("ingest", "series", job_id)
         previous = read_record(self.work, done_key)
+        deferred = int(message.get("attempt", 0)) > 0
         if previous is not None:
-            log.info("series_already_done", stage="ingest", job_id=job_id)
-            return previous
-        outbound = self._assemble(entries, job_id, message)
-        write_record(self.work, done_key, outbound)
+            log.info("series_already_done", stage="ingest", job_id=job_id, deferred=deferred)
+            return [] if deferred else previous
+        claim = claim_job(self.work, job_id, message["message_id"], self.claim_lease)
+        if claim is None:
+            log.info("series_claimed_elsewhere", stage="ingest", job_id=job_id)
+            return [self._deferred_check(message)]
+        try:
+            outbound = self._assemble(entries, job_id, message)
+            write_record(self.work, done_key, outbound)
+        except Exception:
+            release_claim(self.work, claim)  # its retry must not wait for the lease
+            raise
         return outbound
+
+    def _deferred_check(self, message: Message) -> Outbound:
+        """The same series check again, later: the claim's owner is still assembling."""
+        fields = {k: v for k, v in message.items() if k not in ENVELOPE_FIELDS}
+        attempt = int(message.get("attempt", 0)) + 1
+        return Outbound(
+            "ingest.assemble",
+            envelope(SERIES_CHECK, attempt=attempt, **fields),
+            delay_seconds=max(self.quiet_period, MIN_RECHECK_SECONDS),
+        )
 
     def _assemble(self, entries: list[IndexEntry], job_id: str, message: Message) -> list[Outbound]:
         started = self.timer()
