@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from covidct_core.phantom import make_chest_phantom
-
 from covidct.dicom_export import SeriesInfo, write_ct_series
+from covidct_core.phantom import make_chest_phantom
 
 DEMO_LESION_FRACTION = 0.2
 

@@ -183,10 +183,10 @@ def _random_anatomy(rng: np.random.Generator, jitter: float) -> _Anatomy:
 
     lung_height = vary(235, 30)
     return _Anatomy(
-        body_a=vary(158, 20),
-        body_b=vary(108, 14),
-        fat=vary(16, 9),
-        muscle=vary(13, 4),
+        body_a=vary(165, 20),
+        body_b=vary(122, 14),
+        fat=vary(14, 8),
+        muscle=vary(11, 3),
         lung_height=lung_height,
         z_low=vary(45, 15),
         med_half_width=vary(30, 6),
@@ -195,7 +195,7 @@ def _random_anatomy(rng: np.random.Generator, jitter: float) -> _Anatomy:
         dome_left=vary(42, 10),
         trachea_radius=vary(9, 1.5),
         carina_frac=vary(0.62, 0.05),
-        lung_hu=vary(HU_LUNG, 30),
+        lung_hu=vary(HU_LUNG, 60),
         gravity_hu=vary(55, 25),
         vessel_scale=vary(1.0, 0.3),
     )
@@ -256,14 +256,12 @@ def _render(
     return hu, labels, body
 
 
-def _draw_ribs(
-    hu: F32, x: F32, y: F32, z: F32, a_cav: Any, b_cav: Any, an: _Anatomy
-) -> None:
+def _draw_ribs(hu: F32, x: F32, y: F32, z: F32, a_cav: Any, b_cav: Any, an: _Anatomy) -> None:
     ring = _ellipse(x, y, 0.0, 2.0, a_cav + 9, b_cav + 9)
     in_ring = (ring <= 1) & (_ellipse(x, y, 0.0, 2.0, a_cav + 1, b_cav + 1) > 1)
     angle = np.arctan2(x, -(y - 2.0))
     not_cartilage = np.abs(angle) > 0.45
-    phase = np.mod(z - 5.0 * np.cos(angle) - 3.0, 24.0)
+    phase = np.mod(z + 40.0 * (1 - np.abs(angle) / np.pi), 24.0)
     rib_z = (phase < 9.0) & (z > -10) & (z < an.lung_height + 15)
     ribs = in_ring & not_cartilage & rib_z
     hu[ribs] = HU_BONE
@@ -292,11 +290,13 @@ def _draw_lungs(
     heart = _heart_field(x, y, z, an) <= 1.15
     for side, label, dome in ((-1.0, RIGHT_LUNG, an.dome_right), (1.0, LEFT_LUNG, an.dome_left)):
         cx = side * (an.med_half_width + 0.5 * (a_cav - an.med_half_width))
-        lung_a = (0.5 * (a_cav - an.med_half_width) + 6) * scale
-        lung_b = (b_cav + 4) * scale
-        own = _ellipse(x, y, cx, 6.0, lung_a, lung_b) <= 1
+        lung_a = (0.5 * (a_cav - an.med_half_width) + 30) * scale
+        lung_b = (b_cav + 10) * scale
+        own = _ellipse(x, y, cx - side * 12, 6.0, lung_a, lung_b) <= 1
         diaphragm = _diaphragm(x, y, side, dome, a_cav, b_cav, an)
-        lung = own & cavity & (z > diaphragm) & (z < an.lung_height) & (side * x > an.med_half_width)
+        lung = (
+            own & cavity & (z > diaphragm) & (z < an.lung_height) & (side * x > an.med_half_width)
+        )
         lung &= ~heart
         labels[lung] = label
     lung_any = labels > 0
@@ -324,7 +324,9 @@ def _heart_field(x: F32, y: F32, z: F32, an: _Anatomy) -> Any:
 
 
 def _smooth_noise(
-    shape: tuple[int, ...], spacing: tuple[float, float, float], sigma_mm: float,
+    shape: tuple[int, ...],
+    spacing: tuple[float, float, float],
+    sigma_mm: float,
     rng: np.random.Generator,
 ) -> F32:
     """Unit-variance smooth noise, made on a coarse grid and upsampled (cheap)."""
@@ -333,13 +335,29 @@ def _smooth_noise(
     coarse_shape = tuple(max(4, math.ceil(n * f) + 2) for n, f in zip(shape, factors, strict=True))
     coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), sigma_mm / step / 2)
     coarse /= coarse.std() + 1e-6
-    zoom = [n / c for n, c in zip(shape, coarse_shape, strict=True)]
-    fine = ndimage.zoom(coarse.astype(np.float32), zoom, order=1, grid_mode=False)
-    return fine[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    return _upsample_linear(coarse.astype(np.float32), shape)
+
+
+def _upsample_linear(coarse: F32, shape: tuple[int, ...]) -> F32:
+    """Separable linear interpolation of ``coarse`` onto ``shape`` (corners aligned)."""
+    out = coarse
+    for axis, n in enumerate(shape):
+        m = out.shape[axis]
+        pos = np.linspace(0.0, m - 1.0, n, dtype=np.float32)
+        lo = np.minimum(pos.astype(np.int64), m - 2)
+        w_shape = [1] * out.ndim
+        w_shape[axis] = n
+        w = (pos - lo.astype(np.float32)).reshape(w_shape)
+        out = np.take(out, lo, axis=axis) * (1 - w) + np.take(out, lo + 1, axis=axis) * w
+    return out.astype(np.float32)
 
 
 def _vessel_network(
-    x: F32, y: F32, z: F32, an: _Anatomy, spacing: tuple[float, float, float],
+    x: F32,
+    y: F32,
+    z: F32,
+    an: _Anatomy,
+    spacing: tuple[float, float, float],
     rng: np.random.Generator,
 ) -> Mask:
     """Branching tube-like structures: where two smooth random fields are both near zero."""
@@ -369,7 +387,7 @@ def _draw_mediastinum(
     b_cav0 = _cavity_b(an)
     desc = _ellipse(x, y, 24.0, 0.45 * b_cav0, 12.0, 12.0) <= 1
     asc = (_ellipse(x, y, 4.0, -18.0, 15.0, 15.0) <= 1) & (z > 0.35 * an.lung_height)
-    arch = _segment_distance(x, y, z, (4.0, -18.0, top), (24.0, 0.45 * b_cav0, top)) <= 12.0
+    arch = _tube((x, y, z), (4.0, -18.0, top), (24.0, 0.45 * b_cav0, top), 12.0)
     aorta = ((desc | asc) & (z < top)) | arch
     hu[aorta] = HU_BLOOD
     labels[aorta] = 0
@@ -381,8 +399,14 @@ def _draw_mediastinum(
 
 
 def _draw_spine_sternum(
-    hu: F32, labels: npt.NDArray[np.uint8], x: F32, y: F32, z: F32, an: _Anatomy,
-    b_cav: Any, b_body: Any,
+    hu: F32,
+    labels: npt.NDArray[np.uint8],
+    x: F32,
+    y: F32,
+    z: F32,
+    an: _Anatomy,
+    b_cav: Any,
+    b_body: Any,
 ) -> None:
     spine_y = _cavity_b(an) * 0.78
     vertebra = _ellipse(x, y, 0.0, spine_y, 20.0, 17.0)
@@ -404,7 +428,13 @@ def _draw_spine_sternum(
 
 
 def _draw_abdomen(
-    hu: F32, x: F32, y: F32, z: F32, a_cav: Any, b_cav: Any, an: _Anatomy,
+    hu: F32,
+    x: F32,
+    y: F32,
+    z: F32,
+    a_cav: Any,
+    b_cav: Any,
+    an: _Anatomy,
     labels: npt.NDArray[np.uint8],
 ) -> None:
     below = (labels == 0) & (_ellipse(x, y, 0.0, 2.0, a_cav, b_cav) <= 1)
@@ -421,6 +451,34 @@ def _draw_abdomen(
     hu[gas] = HU_AIR
 
 
+def _tube(
+    coords: tuple[F32, F32, F32],
+    p0: tuple[float, float, float],
+    p1: tuple[float, float, float],
+    radius: float,
+) -> Mask:
+    """Voxels within ``radius`` mm of the segment p0-p1 (computed in its bounding box)."""
+    x, y, z = coords
+    shape = (z.shape[0], y.shape[1], x.shape[2])
+    out = np.zeros(shape, dtype=bool)
+    box = []
+    for axis_values, a, b in (
+        (z.ravel(), p0[2], p1[2]),
+        (y.ravel(), p0[1], p1[1]),
+        (x.ravel(), p0[0], p1[0]),
+    ):
+        inside = np.nonzero(
+            (axis_values >= min(a, b) - radius) & (axis_values <= max(a, b) + radius)
+        )[0]
+        if inside.size == 0:
+            return out
+        box.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    bz, by, bx = box
+    dist = _segment_distance(x[:, :, bx], y[:, by, :], z[bz], p0, p1)
+    out[bz, by, bx] = dist <= radius
+    return out
+
+
 def _segment_distance(
     x: F32, y: F32, z: F32, p0: tuple[float, float, float], p1: tuple[float, float, float]
 ) -> Any:
@@ -428,8 +486,9 @@ def _segment_distance(
     length2 = float(np.dot(d, d))
     t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / length2
     t = np.clip(t, 0, 1)
-    return np.sqrt((x - p0[0] - t * d[0]) ** 2 + (y - p0[1] - t * d[1]) ** 2
-                   + (z - p0[2] - t * d[2]) ** 2)
+    return np.sqrt(
+        (x - p0[0] - t * d[0]) ** 2 + (y - p0[1] - t * d[1]) ** 2 + (z - p0[2] - t * d[2]) ** 2
+    )
 
 
 def _draw_airways(
@@ -446,33 +505,34 @@ def _draw_airways(
     r = an.trachea_radius
     segments = [((0.0, ty, top), carina, r)]
     segments += [(carina, hila[RIGHT_LUNG], 0.68 * r), (carina, hila[LEFT_LUNG], 0.62 * r)]
+    coords = (x, y, z)
     wall = np.zeros(hu.shape, dtype=bool)
     lumen = np.zeros(hu.shape, dtype=bool)
     for p0, p1, radius in segments:
-        dist = _segment_distance(x, y, z, p0, p1)
-        lumen |= dist <= radius
-        wall |= dist <= radius + 2.0
+        lumen |= _tube(coords, p0, p1, radius)
+        wall |= _tube(coords, p0, p1, radius + 2.0)
     hu[wall] = HU_MUSCLE
     labels[wall] = 0
     for label, hilum in hila.items():
         side = -1.0 if label == RIGHT_LUNG else 1.0
         for dx, dy, dz in ((18, -14, 22), (24, 10, -26), (16, 22, -6)):
             end = (hilum[0] + side * dx, hilum[1] + dy, hilum[2] + dz)
-            dist = _segment_distance(x, y, z, hilum, end)
-            branch_wall = (dist <= 4.6) & (dist > 3.2) & (labels == label)
-            hu[branch_wall] = HU_MUSCLE
-            hu[(dist <= 3.2) & (labels == label)] = HU_AIR
+            in_lung = labels == label
+            hu[_tube(coords, hilum, end, 4.6) & in_lung] = HU_MUSCLE
+            hu[_tube(coords, hilum, end, 3.2) & in_lung] = HU_AIR
     hu[lumen] = HU_AIR
 
 
 def _blur(hu: F32, spacing: tuple[float, float, float]) -> F32:
     sigma = [0.7 / spacing[2], 0.6 / spacing[1], 0.6 / spacing[0]]
-    return ndimage.gaussian_filter(hu, sigma=sigma, truncate=3.0).astype(np.float32)
+    blurred: F32 = ndimage.gaussian_filter(hu, sigma=sigma, truncate=3.0).astype(np.float32)
+    return blurred
 
 
 def _zmean(values: F32, factor: int) -> F32:
     nz = values.shape[0] // factor
-    return values.reshape(nz, factor, *values.shape[1:]).mean(axis=1).astype(np.float32)
+    mean: F32 = values.reshape(nz, factor, *values.shape[1:]).mean(axis=1).astype(np.float32)
+    return mean
 
 
 def _zlabel_vote(labels: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[np.uint8]:
@@ -487,7 +547,7 @@ def _zlabel_vote(labels: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[np.u
 def _to_int16(hu: F32, opts: PhantomOptions) -> npt.NDArray[np.int16]:
     out = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     if opts.fov_pad_value is not None:
-        nz, ny, nx = out.shape
+        _, ny, nx = out.shape
         yy = (np.arange(ny) - (ny - 1) / 2)[:, None] * opts.spacing[1]
         xx = (np.arange(nx) - (nx - 1) / 2)[None, :] * opts.spacing[0]
         outside = np.sqrt(xx**2 + yy**2) > 0.5 * opts.fov_mm
@@ -511,7 +571,9 @@ def _flip(
             continue
         axis_zyx = 2 - axis_xyz
         n = hu.shape[axis_zyx]
-        hu, labels, body = (np.flip(a, axis=axis_zyx) for a in (hu, labels, body))
+        hu = np.flip(hu, axis=axis_zyx)
+        labels = np.flip(labels, axis=axis_zyx)
+        body = np.flip(body, axis=axis_zyx)
         new_origin[axis_xyz] += (n - 1) * spacing[axis_xyz]
         direction[axis_xyz, axis_xyz] = -1.0
     lung = (labels > 0).astype(np.uint8)
@@ -522,6 +584,8 @@ def _flip(
         tuple(float(v) for v in direction.ravel()),
     )
     return ChestPhantom(
-        volume, np.ascontiguousarray(lung), np.ascontiguousarray(body),
+        volume,
+        np.ascontiguousarray(lung),
+        np.ascontiguousarray(body),
         np.ascontiguousarray(labels),
     )

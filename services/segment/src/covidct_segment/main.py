@@ -10,7 +10,6 @@ from covidct_core.config import env_field, read_model_settings, read_settings
 from covidct_core.entrypoint import BuiltStage, WorkerContext, exit_with, serve_stage
 from covidct_core.errors import ConfigError
 from covidct_core.s3 import S3Store
-
 from covidct_segment.bundle import split_uri
 from covidct_segment.segmenters import build_segmenter
 from covidct_segment.stage import SegmentStage

@@ -1,0 +1,1 @@
+"""covidct segment stage. Research use only."""
