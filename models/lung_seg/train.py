@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,6 +56,7 @@ class Case:
     weight: float
     lung_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
     hard_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    air_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
 
     def __post_init__(self) -> None:
         step = 3
@@ -69,6 +71,7 @@ class Case:
         near[box] = air[box]
         self.lung_points = np.argwhere(lung) * step
         self.hard_points = np.argwhere(near) * step
+        self.air_points = np.argwhere(air) * step
 
 
 def samples_dir() -> Path:
@@ -109,7 +112,7 @@ def real_cases(root: Path) -> list[Case]:
         silver = segment_lungs_classical(volume).mask
         cases.append(to_case(series.parent.parent.name + "/" + series.name, volume, silver, 1.0))
     cip = read_image(root / "cip-copdgene-testdata" / "TestInput.nrrd")
-    cases.append(to_case("cip/TestInput", cip, segment_lungs_classical(cip).mask, 0.5))
+    cases.append(to_case("cip/TestInput", cip, segment_lungs_classical(cip).mask, 1.0))
     ts = root / "totalsegmentator-testdata"
     small = read_image(ts / "example_ct_sm.nii.gz")
     lobes = np.zeros(small.array.shape, dtype=np.uint8)
@@ -144,13 +147,15 @@ def crop(array: np.ndarray, center: np.ndarray, size: int, fill: float) -> np.nd
 
 
 def sample_center(case: Case, rng: np.random.Generator) -> np.ndarray:
-    """Half on lung, a fifth on air that is not lung (trachea, gas, outside air next to the
-    chest: the hard negatives), the rest anywhere."""
+    """Half on lung, a fifth on air that is not lung (trachea, gas and outside air next to
+    the chest, or any air outside the body: the hard negatives), the rest anywhere."""
     draw = rng.random()
     if draw < 0.5 and len(case.lung_points):
         return case.lung_points[rng.integers(len(case.lung_points))]
-    if draw < 0.7 and len(case.hard_points):
+    if draw < 0.62 and len(case.hard_points):
         return case.hard_points[rng.integers(len(case.hard_points))]
+    if draw < 0.7 and len(case.air_points):
+        return case.air_points[rng.integers(len(case.air_points))]
     return np.array([rng.integers(n) for n in case.hu.shape])
 
 
@@ -162,7 +167,7 @@ def lung_gamma(hu: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def sample_patch(case: Case, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = float(rng.uniform(0.85, 1.15))
+    scale = float(rng.uniform(0.75, 1.25))
     size = max(16, round(PATCH * scale))
     center = sample_center(case, rng)
     hu = torch.from_numpy(crop(case.hu, center, size, PAD_HU).astype(np.float32))
@@ -173,8 +178,9 @@ def sample_patch(case: Case, rng: np.random.Generator) -> tuple[torch.Tensor, to
     if rng.random() < 0.5:
         hu = lung_gamma(hu, float(np.exp(rng.uniform(np.log(0.7), np.log(1.6)))))
     hu = hu * float(rng.uniform(0.95, 1.05)) + float(rng.uniform(-30, 30))
-    if rng.random() < 0.2:
-        coarse = F.avg_pool3d(hu[None, None], (1, 2, 2))
+    if rng.random() < 0.3:
+        factor = int(rng.integers(2, 4))
+        coarse = F.avg_pool3d(hu[None, None], (1, factor, factor), ceil_mode=True)
         hu = F.interpolate(coarse, size=(PATCH,) * 3, mode="trilinear")[0, 0]
     if rng.random() < 0.3:
         hu = hu + torch.from_numpy(rng.normal(0, rng.uniform(5, 25), hu.shape).astype(np.float32))
@@ -270,12 +276,13 @@ def recalibrate_batchnorm(net: UNet, cases: list[Case], rng: np.random.Generator
 def export(net: UNet, args: argparse.Namespace, seconds: float) -> None:
     net.eval()
     scripted = torch.jit.script(net.half())
-    path = BUNDLE / "models" / "model.ts"
+    path = args.output / "models" / "model.ts"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(scripted, str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    meta_path = BUNDLE / "configs" / "metadata.json"
-    metadata = json.loads(meta_path.read_text())
+    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    meta_path = args.output / "configs" / "metadata.json"
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
     metadata["weights"] = {
         "file": "models/model.ts",
         "format": "torchscript",
@@ -299,13 +306,13 @@ def export(net: UNet, args: argparse.Namespace, seconds: float) -> None:
     print(f"exported {path} sha256 {digest} after {seconds:.0f}s", flush=True)
 
 
-def evaluate() -> None:
+def evaluate(bundle_dir: Path) -> None:
     """Dice of the exported bundle against the references on the original grids."""
     from covidct_segment.bundle import load_bundle
     from covidct_segment.inference import InferenceSettings, segment_volume
 
     torch.set_num_threads(2)
-    loaded = load_bundle(str(BUNDLE))
+    loaded = load_bundle(str(bundle_dir))
     settings = InferenceSettings.from_metadata(loaded.metadata)
     root = samples_dir()
     report: dict[str, dict[str, float]] = {}
@@ -337,14 +344,24 @@ def evaluate() -> None:
     for seed in (9001, 9002, 9003):
         phantom = make_chest_phantom(seed, random_phantom_options(np.random.default_rng(seed)))
         score(f"phantom/{seed} vs ground truth", phantom.volume, phantom.lung_mask)
-    out = BUNDLE / "docs" / "evaluation.json"
+    out = bundle_dir / "docs" / "evaluation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def ensure_hash_seed() -> None:
+    """TorchScript writes some module attributes in set order, which follows Python's string
+    hash seed: fix it (by re-executing once) so that model.ts is byte-identical between runs."""
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.argv])  # noqa: S606
+
+
 def main() -> None:
+    ensure_hash_seed()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=20240601)
-    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--iterations", type=int, default=2400)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--phantoms", type=int, default=28)
@@ -353,11 +370,14 @@ def main() -> None:
     parser.add_argument("--freeze-fraction", type=float, default=0.5)
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument("--no-evaluate", action="store_true")
+    parser.add_argument(
+        "--output", type=Path, default=BUNDLE, help="bundle folder to write (default: this one)"
+    )
     args = parser.parse_args()
     if not args.evaluate_only:
         train(args)
     if not args.no_evaluate:
-        evaluate()
+        evaluate(args.output)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from covidct_segment.bundle import load_bundle, resolve_device
 from covidct_segment.classical import dice
 from covidct_segment.inference import InferenceSettings, segment_volume
-
 from tests.segment.conftest import BUNDLE_DIR, Phantom
 
 pytestmark = [

@@ -10,7 +10,13 @@ from covidct_core.errors import PermanentError
 from covidct_core.volume_io import Volume
 from covidct_segment.bundle import LoadedBundle
 from covidct_segment.classical import dice
-from covidct_segment.inference import InferenceSettings, segment_volume
+from covidct_segment.inference import (
+    InferenceSettings,
+    inside_body,
+    lung_voxels,
+    segment_volume,
+)
+from covidct_segment.preprocess import model_grid, resample_hu, resample_mask_to_grid
 from tests.segment.conftest import Phantom
 
 
@@ -50,3 +56,22 @@ def test_no_lung_in_soft_tissue_block(bundle: LoadedBundle) -> None:
     with pytest.raises(PermanentError) as info:
         segment_volume(bundle.model, block, InferenceSettings(), torch.device("cpu"))
     assert info.value.code == "NO_LUNG_FOUND"
+
+
+def test_inside_body_keeps_lungs_and_drops_outside_air(phantom: Phantom) -> None:
+    prep = InferenceSettings().preprocessing
+    grid = model_grid(phantom.volume, prep)
+    body = inside_body(resample_hu(phantom.volume, grid)[0, 0], -500.0)
+    lung = resample_mask_to_grid(phantom.lung, grid)
+    assert body.shape == grid.shape
+    assert body[:, :3, :3].sum() == 0  # the corner columns are outside air
+    assert (body[lung > 0] > 0).mean() > 0.999
+    assert body.mean() < 0.7
+
+
+def test_lung_voxels_matches_argmax() -> None:
+    torch.manual_seed(0)
+    for channels in (2, 3):
+        scores = torch.randn(channels, 6, 7, 8)
+        expected = (scores.argmax(dim=0) == 1).to(torch.uint8)
+        assert torch.equal(lung_voxels(scores), expected)
