@@ -54,3 +54,26 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, step: float =
             return True
         time.sleep(step)
     return condition()
+
+
+def worker_env(
+    amqp_url: str, exchange: str, s3: dict[str, str], work_bucket: str, input_bucket: str
+) -> dict[str, str]:
+    """The environment of a worker process pointed at a test exchange and test buckets,
+    polling the input bucket with short delays."""
+    import os
+
+    return {
+        **os.environ,
+        "COVIDCT_AMQP_URL": amqp_url,
+        "COVIDCT_EXCHANGE": exchange,
+        "COVIDCT_RETRY_DELAYS": "1,2",
+        "COVIDCT_S3_ENDPOINT": s3["endpoint"],
+        "COVIDCT_S3_ACCESS_KEY": s3["access_key"],
+        "COVIDCT_S3_SECRET_KEY": s3["secret_key"],
+        "COVIDCT_WORK_BUCKET": work_bucket,
+        "COVIDCT_INPUT_BUCKET": input_bucket,
+        "COVIDCT_INGEST_TRIGGER": "poll",
+        "COVIDCT_POLL_INTERVAL": "1",
+        "COVIDCT_QUIET_PERIOD": "2",
+    }

@@ -19,7 +19,7 @@ import pytest
 
 from covidct_core.s3 import S3Store
 from covidct_core.topology import declare_topology
-from tests.helpers import channel_for, get_messages
+from tests.helpers import channel_for, get_messages, worker_env
 from tests.samples import small_tcia_series, tcia_series
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,21 +35,8 @@ def services(
     input_store: S3Store,
     tmp_path: Path,
 ) -> Iterator[dict[str, Any]]:
-    env = {
-        **os.environ,
-        "COVIDCT_AMQP_URL": amqp_url,
-        "COVIDCT_EXCHANGE": exchange,
-        "COVIDCT_RETRY_DELAYS": "1,2",
-        "COVIDCT_S3_ENDPOINT": s3_settings["endpoint"],
-        "COVIDCT_S3_ACCESS_KEY": s3_settings["access_key"],
-        "COVIDCT_S3_SECRET_KEY": s3_settings["secret_key"],
-        "COVIDCT_WORK_BUCKET": s3_bucket,
-        "COVIDCT_INPUT_BUCKET": input_store.bucket,
-        "COVIDCT_INGEST_TRIGGER": "poll",
-        "COVIDCT_POLL_INTERVAL": "1",
-        "COVIDCT_QUIET_PERIOD": "2",
-        "COVIDCT_DEVICE": "cpu",
-    }
+    env = worker_env(amqp_url, exchange, s3_settings, s3_bucket, input_store.bucket)
+    env["COVIDCT_DEVICE"] = "cpu"
     connection, channel = channel_for(amqp_url)
     declare_topology(channel, exchange, (1.0, 2.0))  # so the test can read results at once
     connection.close()

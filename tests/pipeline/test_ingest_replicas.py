@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -38,7 +37,7 @@ from covidct_core.volume_io import read_mha_bytes
 from covidct_ingest.index import IndexEntry, SourceObject, index_instance, read_header
 from covidct_ingest.stage import IngestStage
 from covidct_ingest.triggers import object_event
-from tests.helpers import channel_for, queue_depth
+from tests.helpers import channel_for, queue_depth, worker_env
 from tests.samples import small_tcia_series, tcia_series
 
 pytestmark = pytest.mark.integration
@@ -71,20 +70,7 @@ def replicas(
     tmp_path: Path,
 ) -> Iterator[list[Path]]:
     """Two ``covidct-ingest`` processes polling the same buckets; yields their log files."""
-    env = {
-        **os.environ,
-        "COVIDCT_AMQP_URL": amqp_url,
-        "COVIDCT_EXCHANGE": exchange,
-        "COVIDCT_RETRY_DELAYS": "1,2",
-        "COVIDCT_S3_ENDPOINT": s3_settings["endpoint"],
-        "COVIDCT_S3_ACCESS_KEY": s3_settings["access_key"],
-        "COVIDCT_S3_SECRET_KEY": s3_settings["secret_key"],
-        "COVIDCT_WORK_BUCKET": s3_bucket,
-        "COVIDCT_INPUT_BUCKET": input_store.bucket,
-        "COVIDCT_INGEST_TRIGGER": "poll",
-        "COVIDCT_POLL_INTERVAL": "1",
-        "COVIDCT_QUIET_PERIOD": "2",
-    }
+    env = worker_env(amqp_url, exchange, s3_settings, s3_bucket, input_store.bucket)
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     ports: list[int] = []

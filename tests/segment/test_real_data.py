@@ -14,7 +14,6 @@ import SimpleITK as sitk
 
 from covidct_segment.classical import dice, segment_lungs_classical
 from covidct_segment.segmenters import ModelSegmenter
-from tests.conftest import samples_root
 from tests.segment.conftest import chest_series, read_image, read_series
 
 pytestmark = pytest.mark.slow
@@ -44,7 +43,3 @@ def test_cip_low_resolution_ct(samples_dir: Path, model_segmenter: ModelSegmente
     model = model_segmenter.segment(volume)
     assert dice(model.mask, reference) >= 0.90
     assert dice(segment_lungs_classical(volume).mask, reference) >= 0.90
-
-
-def test_samples_folder_is_the_configured_one(samples_dir: Path) -> None:
-    assert samples_dir == samples_root()
