@@ -58,16 +58,15 @@ def read_series(directory: Path) -> Volume:
     return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
 
 
-def bare_forward_seconds(model: torch.nn.Module, roi: tuple[int, int, int], repeats: int) -> float:
+def bare_forward_seconds(model: torch.nn.Module, roi: tuple[int, int, int], count: int) -> float:
+    """Wall time of ``count`` bare forward passes of one window (after one warm-up)."""
     window = torch.rand(1, 1, *roi)
-    times = []
     with torch.inference_mode():
         model(window)
-        for _ in range(repeats):
-            started = time.perf_counter()
+        started = time.perf_counter()
+        for _ in range(count):
             model(window)
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -94,28 +93,29 @@ def main() -> None:
         )
         stage = SegmentStage(store, segmenter)
         stage.handle(message)  # warm-up: allocator, oneDNN kernels
-        stage_times, cpu_times, forward_times = [], [], []
+        windows = segmenter.last.windows if segmenter.last else 1
+        roi = segmenter.inner.settings.roi_size
+        ratios, stage_times, cpu_times, bare_times = [], [], [], []
         for _ in range(args.repeats):
             cpu_started, started = time.process_time(), time.perf_counter()
             stage.handle(message)
             stage_times.append(time.perf_counter() - started)
             cpu_times.append(time.process_time() - cpu_started)
-            forward_times.append(
-                bare_forward_seconds(bundle.model, segmenter.inner.settings.roi_size, 3)
-            )
+            bare_times.append(bare_forward_seconds(bundle.model, roi, windows))
+            ratios.append(stage_times[-1] / bare_times[-1])
     result = segmenter.last
     if result is None:
         raise SystemExit("the stage did not run")
     stage_s = statistics.median(stage_times)
-    forward_s = statistics.median(forward_times)
-    ratio = stage_s / (result.windows * forward_s)
+    forward_s = statistics.median(bare_times) / windows
+    ratio = statistics.median(ratios)
     print(f"series: {series.name} shape(z,y,x)={volume.array.shape} spacing={volume.spacing}")
-    print(f"windows: {result.windows} roi={segmenter.inner.settings.roi_size}")
+    print(f"windows: {result.windows} roi={roi}")
     print(f"bare_forward_s_per_window: {forward_s:.3f}")
     print(f"stage_timings: { {k: round(v, 3) for k, v in result.timings.items()} }")
     print(f"segment_stage_wall_s: {stage_s:.2f}")
     print(f"segment_stage_cpu_s: {statistics.median(cpu_times):.2f}")
-    print(f"segment_wrapper_ratio: {ratio:.3f}")
+    print(f"segment_wrapper_ratio: {ratio:.3f}  (per repeat: {[round(r, 3) for r in ratios]})")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from covidct_segment.bundle import split_uri
 def build(context: WorkerContext) -> BuiltStage:
     model = read_model_settings(context.environ)
     bucket, _prefix = split_uri(model.model_uri) if model.model_uri else (None, "")
-    store = S3Store(context.s3_client, bucket) if bucket else None
+    # s3://bucket/prefix/ -> that bucket; a bare prefix -> the work bucket; a folder -> local
+    store = S3Store(context.s3_client, bucket) if bucket else context.store
     classifier = load_classifier(
         model.model_uri or None, store, model.device, Path(model.cache_dir)
     )

@@ -26,7 +26,8 @@ def build(context: WorkerContext) -> BuiltStage:
     if choice not in ("model", "classical"):
         raise ConfigError([f"COVIDCT_SEGMENTER must be model or classical, not {choice!r}"])
     bucket, _prefix = split_uri(model.model_uri) if model.model_uri else (None, "")
-    store = S3Store(context.s3_client, bucket) if bucket else None
+    # s3://bucket/prefix/ -> that bucket; a bare prefix -> the work bucket; a folder -> local
+    store = S3Store(context.s3_client, bucket) if bucket else context.store
     segmenter = build_segmenter(
         choice, model.model_uri or None, store, model.device, Path(model.cache_dir)
     )
