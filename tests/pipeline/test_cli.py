@@ -10,23 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from covidct_classify.results import RESULT_COLUMNS
 from covidct_core.volume_io import read_mha
 
 BIN = Path(sys.executable).parent
-COLUMNS = [
-    "series_instance_uid",
-    "study_instance_uid",
-    "probability_covid19",
-    "probability_non_covid19",
-    "lung_volume_ml",
-    "percent_opacity",
-    "percent_high_opacity",
-    "qa_flags",
-    "segmentation_model",
-    "classification_model",
-    "pipeline_version",
-    "processed_at",
-]
+COLUMNS = list(RESULT_COLUMNS)  # the spelled-out order is asserted in tests/classify
 
 
 def covidct(*args: str) -> subprocess.CompletedProcess[str]:
