@@ -10,7 +10,6 @@ Run as a process: ``python -m tests.core.echo_stage`` with the usual COVIDCT_* v
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 import uuid
@@ -59,37 +58,14 @@ class EchoStage:
 
 
 def main() -> int:
-    from covidct_core.config import read_worker_settings
-    from covidct_core.logs import configure_logging
-    from covidct_core.metrics import create_metrics
-    from covidct_core.s3 import S3Store, make_s3_client
-    from covidct_core.worker import Worker, WorkerOptions
+    """Run the echo stage through the same shell as the real workers."""
+    from covidct_core.entrypoint import BuiltStage, WorkerContext, serve_stage
 
-    configure_logging("INFO")
-    settings = read_worker_settings(os.environ)
-    client = make_s3_client(
-        settings.storage.endpoint,
-        settings.storage.access_key,
-        settings.storage.secret_key,
-        settings.storage.region,
-    )
-    store = S3Store(client, settings.storage.work_bucket)
-    stage = EchoStage(store, float(os.environ.get("ECHO_SLOW_SECONDS", "0")))
-    worker = Worker(
-        stage,
-        store,
-        create_metrics(),
-        WorkerOptions(
-            amqp_url=settings.broker.amqp_url,
-            exchange=settings.broker.exchange,
-            prefetch=settings.broker.prefetch,
-            retry_delays=settings.broker.retry_delays,
-            max_backoff=2.0,
-        ),
-    )
-    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
-    worker.run()
-    return 0
+    def build(context: WorkerContext) -> BuiltStage:
+        slow = float(context.environ.get("ECHO_SLOW_SECONDS", "0"))
+        return BuiltStage(EchoStage(context.store, slow))
+
+    return serve_stage("segment", build, os.environ)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,7 @@ def worker_process(
         "COVIDCT_S3_SECRET_KEY": s3["secret_key"],
         "COVIDCT_WORK_BUCKET": bucket,
         "ECHO_SLOW_SECONDS": str(slow),
+        "COVIDCT_METRICS_PORT": "0",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.core.echo_stage"],
