@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from covidct_core.allocator import retain_freed_memory
 from covidct_core.broker import ConfirmedPublisher
 from covidct_core.s3 import S3Store, make_s3_client
 
@@ -158,6 +159,7 @@ def main() -> None:
         "--in-process", action="store_true", help="also time the stages in this process"
     )
     args = parser.parse_args()
+    retain_freed_memory()  # as the workers do
     folder = series_folder()
     client = make_s3_client(S3["endpoint"], S3["access_key"], S3["secret_key"], "us-east-1")
     tag = uuid.uuid4().hex[:8]

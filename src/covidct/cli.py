@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from covidct_core import RESEARCH_USE_DISCLAIMER
+from covidct_core.allocator import retain_freed_memory
 from covidct_core.errors import CovidCtError, PermanentError
 from covidct_core.logs import configure_logging
 from covidct_core.messages import Message, new_message_id, utc_now_iso
@@ -201,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     configure_logging(args.log_level, json_output=False)
+    retain_freed_memory()
     try:
         code = int(args.func(args))
     except (CovidCtError, FileNotFoundError) as e:

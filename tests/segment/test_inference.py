@@ -12,7 +12,8 @@ from covidct_segment.bundle import LoadedBundle
 from covidct_segment.classical import dice
 from covidct_segment.inference import (
     InferenceSettings,
-    inside_body,
+    WindowPredictor,
+    coarse_view,
     lung_voxels,
     segment_volume,
 )
@@ -61,7 +62,11 @@ def test_no_lung_in_soft_tissue_block(bundle: LoadedBundle) -> None:
 def test_inside_body_keeps_lungs_and_drops_outside_air(phantom: Phantom) -> None:
     prep = InferenceSettings().preprocessing
     grid = model_grid(phantom.volume, prep)
-    body = inside_body(resample_hu(phantom.volume, grid)[0, 0], -500.0)
+    view = coarse_view(resample_hu(phantom.volume, grid)[0, 0], grid.spacing_zyx, -500.0)
+    assert view.factors == (2, 2, 2) and view.spacing_zyx == pytest.approx(
+        tuple(2 * s for s in grid.spacing_zyx)
+    )
+    body = view.body_on(grid.shape)
     lung = resample_mask_to_grid(phantom.lung, grid)
     assert body.shape == grid.shape
     assert body[:, :3, :3].sum() == 0  # the corner columns are outside air
@@ -70,8 +75,14 @@ def test_inside_body_keeps_lungs_and_drops_outside_air(phantom: Phantom) -> None
 
 
 def test_lung_voxels_matches_argmax() -> None:
+    """Two channels reach lung_voxels as one lung-minus-background channel (the predictor's
+    reduction); the result is the argmax over the model's channels either way."""
     torch.manual_seed(0)
     for channels in (2, 3):
-        scores = torch.randn(channels, 6, 7, 8)
-        expected = (scores.argmax(dim=0) == 1).to(torch.uint8)
-        assert torch.equal(lung_voxels(scores), expected)
+        logits = torch.randn(1, channels, 6, 7, 8)
+        expected = (logits[0].argmax(dim=0) == 1).to(torch.uint8)
+        predictor = WindowPredictor(lambda batch, out=logits: out)  # type: ignore[arg-type,misc]
+        blended = predictor(torch.zeros(1, 1, 6, 7, 8))[0]
+        assert blended.shape[0] == (1 if channels == 2 else channels)
+        assert torch.equal(lung_voxels(blended), expected)
+        assert predictor.windows == 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from covidct_core.allocator import retain_freed_memory
 from covidct_core.config import WorkerSettings, read_worker_settings
 from covidct_core.errors import ConfigError, CovidCtError
 from covidct_core.logs import configure_logging
@@ -60,6 +61,7 @@ def serve_stage(stage_name: str, build: StageBuilder, environ: Mapping[str, str]
         return 2
     configure_logging(settings.process.log_level)
     log = structlog.get_logger().bind(stage=stage_name)
+    log.info("allocator_configured", retain_freed_memory=retain_freed_memory())
     metrics = create_metrics()
     client = make_s3_client(
         settings.storage.endpoint,

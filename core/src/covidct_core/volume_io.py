@@ -125,8 +125,8 @@ def _voxel_bytes(volume: Volume) -> memoryview:
 
 
 def to_mha_bytes(volume: Volume) -> bytes:
-    """The whole uncompressed ``.mha`` file as bytes."""
-    return mha_header(volume) + bytes(_voxel_bytes(volume))
+    """The whole uncompressed ``.mha`` file as bytes (the voxels are copied once)."""
+    return b"".join((mha_header(volume), _voxel_bytes(volume)))
 
 
 def write_mha(path: Path, volume: Volume) -> int:

@@ -78,10 +78,13 @@ def lung_labels(
     params: ClassicalParams,
     superior_last: bool = True,
     left_last: bool = True,
+    body: Mask | None = None,
 ) -> ClassicalResult:
-    """The algorithm on a raw (z, y, x) array; label 1 = right lung, 2 = left lung."""
+    """The algorithm on a raw (z, y, x) array; label 1 = right lung, 2 = left lung. ``body``
+    is :func:`body_mask` of ``hu`` where the caller already has it."""
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    body = body_mask(hu, params.body_threshold_hu)
+    if body is None:
+        body = body_mask(hu, params.body_threshold_hu)
     air = (hu < params.air_threshold_hu) & body
     airway = find_airway(hu, air, body, spacing_zyx, params, superior_last)
     airway_ml = float(airway.sum()) * voxel_ml

@@ -35,6 +35,7 @@ log = structlog.get_logger()
 
 MIN_GRID_VOXELS = 16
 LUNG_CHANNEL = 1
+COARSE_GRID_MM = 4.0
 
 
 @dataclass(frozen=True)
@@ -77,18 +78,19 @@ class InferenceSettings:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """A lung mask on the input grid, plus the model-grid view used for QA."""
+    """A lung mask on the input grid and on the model grid."""
 
     mask: npt.NDArray[np.uint8]
     grid: ModelGrid
     grid_mask: npt.NDArray[np.uint8]
-    grid_hu: npt.NDArray[np.float32]
     windows: int
     timings: dict[str, float]
 
 
-class _CountingPredictor:
-    """Calls the model and counts the windows it saw."""
+class WindowPredictor:
+    """Calls the model and counts the windows it saw. A two-channel output is reduced to one
+    channel, lung minus background score: the window blending is linear, so the blended
+    difference is the difference of the blended channels, for half the blending work."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -97,14 +99,18 @@ class _CountingPredictor:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         self.windows += int(batch.shape[0])
         out: torch.Tensor = self.model(batch)
+        if out.shape[1] == 2:
+            lung = LUNG_CHANNEL
+            return (out[:, lung : lung + 1] - out[:, 1 - lung : 2 - lung]).float()
         return out.float()
 
 
 def lung_voxels(scores: torch.Tensor) -> torch.Tensor:
-    """uint8 map of voxels whose highest-scoring channel is the lung channel. For two
-    channels this is a comparison (much faster on CPU than argmax over the channel axis)."""
-    if scores.shape[0] == 2:
-        return (scores[LUNG_CHANNEL] > scores[1 - LUNG_CHANNEL]).to(torch.uint8)
+    """uint8 map of lung voxels from the blended scores: a positive lung-minus-background
+    score (one channel, see :class:`WindowPredictor`), else the lung channel scoring
+    highest."""
+    if scores.shape[0] == 1:
+        return (scores[0] > 0).to(torch.uint8)
     return (scores.argmax(dim=0) == LUNG_CHANNEL).to(torch.uint8)
 
 
@@ -117,14 +123,113 @@ def check_size(grid: ModelGrid) -> None:
         )
 
 
-def inside_body(hu: torch.Tensor, threshold_hu: float) -> npt.NDArray[np.uint8]:
-    """The body (largest tissue component, holes filled per slice) on the model grid,
-    computed on a 2x coarser grid: lungs lie well inside it, so its edge need not be exact."""
-    coarse = F.avg_pool3d(hu[None, None], 2, ceil_mode=True)[0, 0].numpy()
-    body = body_mask(coarse, threshold_hu).astype(np.uint8)
-    full = body.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
-    z, y, x = hu.shape
-    return np.ascontiguousarray(full[:z, :y, :x])
+@dataclass(frozen=True)
+class CoarseView:
+    """The model-grid HU averaged over blocks of about 4 mm, and the body on that grid: the
+    body restriction of the model output and the classical QA cross-check both use it."""
+
+    hu: npt.NDArray[np.float32]
+    factors: tuple[int, int, int]
+    spacing_zyx: tuple[float, float, float]
+    body: npt.NDArray[np.bool_]
+
+    def body_on(self, shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
+        """The body on the model grid of ``shape`` (each coarse voxel repeated back)."""
+        full = self.body.astype(np.uint8)
+        for axis, factor in enumerate(self.factors):
+            full = full.repeat(factor, axis=axis)
+        return np.ascontiguousarray(full[: shape[0], : shape[1], : shape[2]])
+
+
+def coarse_view(
+    hu: torch.Tensor, spacing_zyx: tuple[float, float, float], body_threshold_hu: float
+) -> CoarseView:
+    """Block means of the model-grid HU ``hu`` (z, y, x) on a ~4 mm grid, plus the body
+    (largest tissue component, holes filled per slice): lungs lie well inside the body, so
+    its edge need not be exact."""
+    factors = coarse_factors(spacing_zyx)
+    coarse = F.avg_pool3d(hu[None, None], factors, ceil_mode=True)[0, 0].numpy()
+    spacing = (
+        spacing_zyx[0] * factors[0],
+        spacing_zyx[1] * factors[1],
+        spacing_zyx[2] * factors[2],
+    )
+    return CoarseView(coarse, factors, spacing, body_mask(coarse, body_threshold_hu))
+
+
+def coarse_factors(spacing_zyx: tuple[float, float, float]) -> tuple[int, int, int]:
+    factors = tuple(max(1, round(COARSE_GRID_MM / s)) for s in spacing_zyx)
+    return factors[0], factors[1], factors[2]
+
+
+def coarse_mask(
+    mask: npt.NDArray[np.uint8], factors: tuple[int, int, int]
+) -> npt.NDArray[np.bool_]:
+    """A model-grid mask on the coarse grid: blocks at least half inside."""
+    blocks = F.avg_pool3d(
+        torch.from_numpy(mask).to(torch.float32)[None, None], factors, ceil_mode=True
+    )
+    coarse: npt.NDArray[np.bool_] = (blocks[0, 0] >= 0.5).numpy()
+    return coarse
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A volume on the model grid: its grid, HU (z, y, x) and the windowed network input."""
+
+    grid: ModelGrid
+    hu: torch.Tensor
+    image: torch.Tensor
+
+
+def prepare(volume: Volume, settings: InferenceSettings, device: torch.device) -> Prepared:
+    """Resample to the model spacing and window; VOLUME_TOO_SMALL below the minimum grid."""
+    grid = model_grid(volume, settings.preprocessing)
+    check_size(grid)
+    hu = resample_hu(volume, grid)
+    image = window(hu.clone(), settings.preprocessing).to(device)
+    return Prepared(grid, hu[0, 0], image)
+
+
+def infer_lungs(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    settings: InferenceSettings,
+    device: torch.device,
+    autocast: torch.dtype | None = None,
+) -> tuple[npt.NDArray[np.uint8], int]:
+    """Sliding-window inference; the raw lung map on the model grid and the window count."""
+    predictor = WindowPredictor(model)
+    with torch.inference_mode(), _autocast(device, autocast):
+        logits = sliding_window_inference(
+            image,
+            roi_size=settings.roi_size,
+            sw_batch_size=settings.sw_batch_size,
+            predictor=predictor,
+            overlap=settings.overlap,
+            mode=settings.mode,
+        )
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError("sliding_window_inference returned no tensor")
+    raw: npt.NDArray[np.uint8] = lung_voxels(logits[0]).cpu().numpy()
+    return raw, predictor.windows
+
+
+def finish(
+    raw: npt.NDArray[np.uint8],
+    prepared: Prepared,
+    settings: InferenceSettings,
+    coarse: CoarseView | None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Post-process the raw map (inside the body, lungs kept, holes filled) and restore the
+    input grid: (mask on the model grid, mask on the input grid). NO_LUNG_FOUND if empty."""
+    grid = prepared.grid
+    if coarse is not None:
+        raw &= coarse.body_on(raw.shape)
+    if not raw.any():
+        raise PermanentError("NO_LUNG_FOUND", "the model found no lung in the volume")
+    grid_mask = clean_lung_mask(raw, grid.spacing_zyx, settings.second_component_ratio)
+    return grid_mask, restore_mask(grid_mask, grid)
 
 
 @contextlib.contextmanager
@@ -146,40 +251,23 @@ def segment_volume(
     """Segment the lungs of ``volume`` (int16 HU) with ``model``; mask on the input grid."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    grid = model_grid(volume, settings.preprocessing)
-    check_size(grid)
-    hu = resample_hu(volume, grid)
-    image = window(hu.clone(), settings.preprocessing).to(device)
+    prepared = prepare(volume, settings, device)
     timings["preprocess_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    predictor = _CountingPredictor(model)
-    with torch.inference_mode(), _autocast(device, autocast):
-        logits = sliding_window_inference(
-            image,
-            roi_size=settings.roi_size,
-            sw_batch_size=settings.sw_batch_size,
-            predictor=predictor,
-            overlap=settings.overlap,
-            mode=settings.mode,
-        )
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError("sliding_window_inference returned no tensor")
-    raw = lung_voxels(logits[0]).cpu().numpy()
+    raw, windows = infer_lungs(model, prepared.image, settings, device, autocast)
     timings["infer_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    coarse = None
     if settings.restrict_to_body:
-        raw &= inside_body(hu[0, 0], settings.body_threshold_hu)
-    if not raw.any():
-        raise PermanentError("NO_LUNG_FOUND", "the model found no lung in the volume")
-    grid_mask = clean_lung_mask(raw, grid.spacing_zyx, settings.second_component_ratio)
-    mask = restore_mask(grid_mask, grid)
+        coarse = coarse_view(prepared.hu, prepared.grid.spacing_zyx, settings.body_threshold_hu)
+    grid_mask, mask = finish(raw, prepared, settings, coarse)
     timings["postprocess_s"] = time.perf_counter() - started
     log.info(
         "lungs_segmented",
-        windows=predictor.windows,
-        grid=list(grid.shape),
+        windows=windows,
+        grid=list(prepared.grid.shape),
         **{k: round(v, 3) for k, v in timings.items()},
     )
-    return Segmentation(mask, grid, grid_mask, hu[0, 0].numpy(), predictor.windows, timings)
+    return Segmentation(mask, prepared.grid, grid_mask, windows, timings)

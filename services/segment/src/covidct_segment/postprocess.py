@@ -28,14 +28,28 @@ def clean_lung_mask(
     spacing_zyx: tuple[float, float, float],
     min_ratio: float = 0.12,
 ) -> npt.NDArray[np.uint8]:
-    """Keep the one or two largest components (lungs) and fill their holes, lung by lung."""
-    parts = largest_components(np.asarray(mask) > 0, 2, min_ratio)
+    """Keep the one or two largest components (lungs) and fill their holes, lung by lung.
+
+    Works inside the mask's bounding box, aligned to the split grid so that the result is
+    the same as on the whole array."""
+    binary = np.asarray(mask) > 0
+    out = np.zeros(binary.shape, dtype=np.uint8)
+    box = bounding_box(binary, split_steps(spacing_zyx))
+    if box is None:
+        return out
+    parts = largest_components(binary[box], 2, min_ratio)
     if len(parts) == 1:
         parts = split_joined(parts[0], spacing_zyx, min_ratio)
-    out = np.zeros(np.shape(mask), dtype=np.uint8)
+    region = out[box]
     for part in parts:
-        out[fill_holes(part)] = 1
+        region[fill_holes(part)] = 1
     return out
+
+
+def split_steps(spacing_zyx: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Voxel strides of the ~4 mm grid that :func:`split_joined` erodes on."""
+    steps = tuple(max(1, round(SPLIT_GRID_MM / s)) for s in spacing_zyx)
+    return steps[0], steps[1], steps[2]
 
 
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
@@ -60,8 +74,27 @@ def fill_holes_per_slice(mask: Mask) -> Mask:
 
 def split_joined(lung: Mask, spacing_zyx: tuple[float, float, float], ratio: float) -> list[Mask]:
     """Split one component holding both lungs by eroding (on a ~4 mm grid) until two big
-    parts appear; every voxel then goes to the nearer part."""
-    steps = tuple(max(1, round(SPLIT_GRID_MM / s)) for s in spacing_zyx)
+    parts appear; every voxel then goes to the nearer part. Works inside the lung's bounding
+    box, aligned to the grid's strides (the same result as on the whole array)."""
+    steps = split_steps(spacing_zyx)
+    box = bounding_box(lung, steps)
+    if box is None:
+        return [lung]
+    owner = _split_owner(lung[box], steps, ratio)
+    if owner is None:
+        return [lung]
+    parts = []
+    for side in (1, 2):
+        part = np.zeros_like(lung)
+        part[box] = lung[box] & (owner == side)
+        parts.append(part)
+    return parts
+
+
+def _split_owner(
+    lung: Mask, steps: tuple[int, int, int], ratio: float
+) -> npt.NDArray[np.uint8] | None:
+    """1/2 for the side each voxel of ``lung`` is nearer to, or None if no split is found."""
     coarse = lung[:: steps[0], :: steps[1], :: steps[2]]
     total = float(coarse.sum())
     eroded = coarse
@@ -77,9 +110,8 @@ def split_joined(lung: Mask, spacing_zyx: tuple[float, float, float], ratio: flo
             continue
         seeds = np.where(labels == first, 1, 0) + np.where(labels == second, 2, 0)
         _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-        owner = _repeat_to(seeds[tuple(nearest)].astype(np.uint8), steps, lung.shape)
-        return [lung & (owner == 1), lung & (owner == 2)]
-    return [lung]
+        return _repeat_to(seeds[tuple(nearest)].astype(np.uint8), steps, lung.shape)
+    return None
 
 
 def _repeat_to(
@@ -92,22 +124,28 @@ def _repeat_to(
     return out
 
 
-def bounding_box(mask: Mask) -> tuple[slice, ...] | None:
+def bounding_box(mask: Mask, align: tuple[int, ...] | None = None) -> tuple[slice, ...] | None:
+    """The smallest box holding every set voxel (None if there is none); with ``align``, each
+    start is rounded down to a multiple of its stride."""
     box = []
     for axis in range(mask.ndim):
         others = tuple(a for a in range(mask.ndim) if a != axis)
         hits = np.nonzero(mask.any(axis=others))[0]
         if hits.size == 0:
             return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+        start = int(hits[0]) if align is None else int(hits[0]) // align[axis] * align[axis]
+        box.append(slice(start, int(hits[-1]) + 1))
     return tuple(box)
 
 
 def fill_holes(lung: Mask) -> Mask:
+    """Holes filled on every axial slice, which also fills every hole in 3D: a voxel of a 3D
+    hole (background not face-connected to the border) lies in an in-plane background region
+    that cannot reach the slice's border either, and after the per-slice fill no slice has
+    such a region left, so ``binary_fill_holes`` would change nothing more."""
     found = bounding_box(lung)
     if found is None:
         return lung
     out = np.zeros_like(lung)
-    box = fill_holes_per_slice(lung[found])
-    out[found] = ndimage.binary_fill_holes(box)
+    out[found] = fill_holes_per_slice(lung[found])
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -14,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 import torch
-import torch.nn.functional as F
 
 from covidct_core.errors import PermanentError
 from covidct_core.messages import ModelRef
@@ -22,12 +22,20 @@ from covidct_core.storage import ObjectStore
 from covidct_core.volume_io import Volume
 from covidct_segment import classical
 from covidct_segment.bundle import LoadedBundle, load_bundle, resolve_device
-from covidct_segment.inference import InferenceSettings, segment_volume
+from covidct_segment.inference import (
+    CoarseView,
+    InferenceSettings,
+    Prepared,
+    coarse_mask,
+    coarse_view,
+    finish,
+    infer_lungs,
+    prepare,
+)
 
 log = structlog.get_logger()
 
 CLASSICAL_NAME = "classical"
-QA_GRID_MM = 4.0
 NO_CLASSICAL_LUNG = "SEG_CLASSICAL_NO_LUNG"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[4] / "models" / "lung_seg"
 
@@ -76,7 +84,11 @@ class ClassicalSegmenter:
 
 
 class ModelSegmenter:
-    """The bundle's network; cross-checked against the classical mask on the model grid."""
+    """The bundle's network, cross-checked against the classical mask on the ~4 mm grid.
+
+    The cross-check runs on a helper thread (scipy releases the GIL): on the CPU beside the
+    post-processing, after the windows (both cores are busy with the network until then);
+    on an accelerator beside the network, from the start."""
 
     def __init__(
         self,
@@ -90,44 +102,70 @@ class ModelSegmenter:
         self.device = device
         self.autocast = autocast
         self.settings = settings or InferenceSettings.from_metadata(bundle.metadata)
+        self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-qa")
 
     def segment(self, volume: Volume) -> SegmentResult:
-        output = segment_volume(
-            self.bundle.model, volume, self.settings, self.device, self.autocast
+        timings: dict[str, float] = {}
+        clock = time.perf_counter
+        started = clock()
+        prepared = prepare(volume, self.settings, self.device)
+        timings["preprocess_s"] = clock() - started
+
+        early = self.device.type != "cpu"
+        coarse = qa = None
+        if early:
+            coarse, qa = self._start_cross_check(prepared)
+        started = clock()
+        raw, windows = infer_lungs(
+            self.bundle.model, prepared.image, self.settings, self.device, self.autocast
         )
-        timings = dict(output.timings)
-        started = time.perf_counter()
-        flags: list[str] = []
+        timings["infer_s"] = clock() - started
+
+        started = clock()
+        if not early:
+            coarse, qa = self._start_cross_check(prepared)
         try:
-            score: float | None = classical_agreement(
-                output.grid_hu, output.grid_mask, output.grid.spacing_zyx
-            )
-        except PermanentError:
-            score = None
+            body = coarse if self.settings.restrict_to_body else None
+            grid_mask, mask = finish(raw, prepared, self.settings, body)
+        finally:
+            reference = qa.result() if qa is not None else None
+        timings["postprocess_s"] = clock() - started
+
+        started = clock()
+        flags: list[str] = []
+        score: float | None = None
+        if reference is None or coarse is None:
             flags.append(NO_CLASSICAL_LUNG)
-        timings["qa_s"] = time.perf_counter() - started
-        return SegmentResult(output.mask, score, flags, timings, output.windows)
+        else:
+            score = classical.dice(coarse_mask(grid_mask, coarse.factors), reference)
+        timings["qa_s"] = clock() - started
+        log.info(
+            "lungs_segmented",
+            windows=windows,
+            grid=list(prepared.grid.shape),
+            **{k: round(v, 3) for k, v in timings.items()},
+        )
+        return SegmentResult(mask, score, flags, timings, windows)
+
+    def _start_cross_check(
+        self, prepared: Prepared
+    ) -> tuple[CoarseView, Future[npt.NDArray[np.bool_] | None]]:
+        coarse = coarse_view(
+            prepared.hu, prepared.grid.spacing_zyx, self.settings.body_threshold_hu
+        )
+        return coarse, self._helper.submit(classical_lungs, coarse)
 
 
-def classical_agreement(
-    hu: npt.NDArray[np.float32],
-    mask: npt.NDArray[np.uint8],
-    spacing_zyx: tuple[float, float, float],
-) -> float:
-    """Dice of ``mask`` vs the classical mask, both on a ~4 mm grid (2x2x2 block means of the
-    model grid; cheap enough to run on every series). Raises NO_LUNG_FOUND from classical."""
-    factors = tuple(max(1, round(QA_GRID_MM / s)) for s in spacing_zyx)
-    coarse_hu = F.avg_pool3d(torch.from_numpy(hu)[None, None], factors, ceil_mode=True)
-    coarse_mask = F.avg_pool3d(
-        torch.from_numpy(mask.astype(np.float32))[None, None], factors, ceil_mode=True
-    )
-    spacing = (
-        spacing_zyx[0] * factors[0],
-        spacing_zyx[1] * factors[1],
-        spacing_zyx[2] * factors[2],
-    )
-    reference = classical.lung_labels(coarse_hu[0, 0].numpy(), spacing, classical.ClassicalParams())
-    return classical.dice(coarse_mask[0, 0].numpy() >= 0.5, reference.labels)
+def classical_lungs(coarse: CoarseView) -> npt.NDArray[np.bool_] | None:
+    """The classical lungs on the coarse grid (sharing its body), None if it finds none."""
+    try:
+        found = classical.lung_labels(
+            coarse.hu, coarse.spacing_zyx, classical.ClassicalParams(), body=coarse.body
+        )
+    except PermanentError:
+        return None
+    lungs: npt.NDArray[np.bool_] = found.labels > 0
+    return lungs
 
 
 def build_segmenter(
