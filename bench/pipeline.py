@@ -132,6 +132,7 @@ def run_once(
             timings = json.loads(body)["timings"]
             compute = sum(float(timings.get(name, 0.0)) for name in COMPUTE_TIMINGS)
             print(f"round: end-to-end {elapsed:.2f}s, compute inside the workers {compute:.2f}s")
+            print(f"  timings: { {k: round(float(v), 3) for k, v in sorted(timings.items())} }")
             return elapsed, compute
         if time.perf_counter() - keys_before > 600:
             raise TimeoutError("no result within 10 minutes")

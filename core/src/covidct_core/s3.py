@@ -27,8 +27,13 @@ NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 CONDITION_LOST_CODES = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
 
+# connections kept per client: the stages fetch and index objects on up to this many threads
+MAX_POOL_CONNECTIONS = 32
+
+
 def make_s3_client(endpoint: str, access_key: str, secret_key: str, region: str) -> Any:
-    """A boto3 S3 client with path-style addressing and standard retries with backoff."""
+    """A boto3 S3 client with path-style addressing, standard retries with backoff and a
+    connection pool for concurrent requests (boto3 clients are thread-safe)."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -40,6 +45,7 @@ def make_s3_client(endpoint: str, access_key: str, secret_key: str, region: str)
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
+            max_pool_connections=MAX_POOL_CONNECTIONS,
         ),
     )
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from covidct_core.errors import PermanentError
+from covidct_core.errors import ObjectNotFoundError, PermanentError
 from covidct_core.messages import utc_now_iso
 from covidct_core.storage import ObjectStore, put_bytes_if_absent
 from covidct_ingest.grouping import series_key_of
@@ -25,6 +25,7 @@ from covidct_ingest.headers import (
     parse_header,
     parse_header_prefix,
 )
+from covidct_ingest.io_pool import SEQUENTIAL, IoPool
 
 INDEX_PREFIX = "index"
 
@@ -83,11 +84,21 @@ class IndexEntry:
         )
 
 
-def read_header(store: ObjectStore, source: SourceObject) -> InstanceHeader:
-    """Header of one object: a ranged GET of the first 64 KiB, the whole object if needed."""
+def read_prefix(store: ObjectStore, source: SourceObject) -> bytes:
+    """The first 64 KiB of an object (one ranged GET): enough for most headers, and for
+    telling a zip archive from a DICOM instance."""
     if source.size == 0:
         raise PermanentError("CORRUPT_FILE", "zero-length object", [source.key])
-    prefix = store.get_range(source.key, 0, PREFIX_SIZE)
+    return store.get_range(source.key, 0, PREFIX_SIZE)
+
+
+def read_header(
+    store: ObjectStore, source: SourceObject, prefix: bytes | None = None
+) -> InstanceHeader:
+    """Header of one object from its prefix (read here unless given), the whole object if
+    the prefix is not enough."""
+    if prefix is None:
+        prefix = read_prefix(store, source)
     if len(prefix) < source.size:
         header = parse_header_prefix(prefix, source.size)
         if header is not None:
@@ -112,18 +123,29 @@ def index_instance(
     """
     series_key, _derived = series_key_of(header)
     inst_key = instance_key(header)
+    entry = _new_entry(series_key, inst_key, header, source)
+    # create first (one request for a new instance); conditional, so that when two replicas
+    # index the same object at once one entry (and one series check) wins
+    if _create(work, _entry_key(series_key, inst_key), entry):
+        return entry
     key = _entry_key(series_key, inst_key)
-    existing = work.head(key)
-    if existing is not None:
+    try:
         previous = IndexEntry.from_json(work.get_bytes(key))
-        same = (previous.source.etag, previous.source.size) == (source.etag, source.size)
-        if same or previous.source == source:
-            return None
-        variant = hashlib.sha256(f"{source.etag}:{source.size}".encode()).hexdigest()[:12]
-        key = _entry_key(series_key, f"{inst_key}~{variant}")
-        if work.head(key) is not None:
-            return None
-    entry = IndexEntry(
+    except ObjectNotFoundError:
+        return None  # deleted in between (a cleanup): nothing to add to
+    same = (previous.source.etag, previous.source.size) == (source.etag, source.size)
+    if same or previous.source == source:
+        return None
+    variant = hashlib.sha256(f"{source.etag}:{source.size}".encode()).hexdigest()[:12]
+    if _create(work, _entry_key(series_key, f"{inst_key}~{variant}"), entry):
+        return entry
+    return None
+
+
+def _new_entry(
+    series_key: str, inst_key: str, header: InstanceHeader, source: SourceObject
+) -> IndexEntry:
+    return IndexEntry(
         series_key=series_key,
         instance_key=inst_key,
         header=header,
@@ -131,14 +153,16 @@ def index_instance(
         indexed_at=utc_now_iso(),
         generation=f"{time.time_ns():020d}-{inst_key}",
     )
-    # conditional: when two replicas index the same object at once, one entry (and one
-    # series check) wins and the other returns None instead of overwriting it
+
+
+def _create(work: ObjectStore, key: str, entry: IndexEntry) -> bool:
     created = put_bytes_if_absent(work, key, entry.to_json(), {"content-type": "application/json"})
-    if created is not None:
-        return entry
-    return None
+    return created is not None
 
 
-def read_series_index(work: ObjectStore, series_key: str) -> list[IndexEntry]:
-    prefix = f"{INDEX_PREFIX}/{series_key}/"
-    return [IndexEntry.from_json(work.get_bytes(info.key)) for info in work.list(prefix)]
+def read_series_index(
+    work: ObjectStore, series_key: str, pool: IoPool = SEQUENTIAL
+) -> list[IndexEntry]:
+    """Every entry of a series, in key order (read on ``pool``'s threads)."""
+    keys = [info.key for info in work.list(f"{INDEX_PREFIX}/{series_key}/")]
+    return [IndexEntry.from_json(data) for data in pool.fetch(work, keys)]

@@ -55,8 +55,10 @@ from covidct_ingest.index import (
     SourceObject,
     index_instance,
     read_header,
+    read_prefix,
     read_series_index,
 )
+from covidct_ingest.io_pool import IoPool
 from covidct_ingest.selection import select_series
 
 log = structlog.get_logger()
@@ -78,9 +80,14 @@ class IngestStage:
     timer: Callable[[], float] = time.perf_counter
     # a claim older than this without a completion record is taken as abandoned
     claim_lease: float = 600.0
+    # object reads and index writes overlap on this many threads
+    io_threads: int = 16
 
     name: str = "ingest"
     accepts: tuple[str, ...] = (OBJECT_EVENT, MANIFEST, SERIES_CHECK)
+
+    def __post_init__(self) -> None:
+        self.pool = IoPool(self.io_threads)
 
     # -- Stage protocol --------------------------------------------------------------------
     def completion_key(self, message: Message) -> str | None:
@@ -118,19 +125,19 @@ class IngestStage:
     ) -> list[Outbound]:
         touched: dict[str, IndexEntry | None] = {}
         failures: list[PermanentError] = []
-        for source in objects:
-            try:
-                for entry_series, entry in self._index_object(source):
-                    if entry is not None or forced:
-                        newest = touched.get(entry_series)
-                        if newest is None or (entry and entry.generation > newest.generation):
-                            touched[entry_series] = entry
-            except PermanentError as e:
-                if e.code == codes.DICOMDIR:
+        for source, outcome in zip(objects, self.pool.map(self._try_index, objects), strict=True):
+            if isinstance(outcome, PermanentError):
+                if outcome.code == codes.DICOMDIR:
                     log.info("dicomdir_ignored", stage="ingest", key=source.key)
                     continue
-                failures.append(e)
-                self._record_unusable(source, e)
+                failures.append(outcome)
+                self._record_unusable(source, outcome)
+                continue
+            for entry_series, entry in outcome:
+                if entry is not None or forced:
+                    newest = touched.get(entry_series)
+                    if newest is None or (entry and entry.generation > newest.generation):
+                        touched[entry_series] = entry
         if failures and not touched and len(failures) == len(objects) and not forced:
             first = failures[0]
             raise PermanentError(first.code, first.reason, [o.key for o in objects]) from first
@@ -149,13 +156,23 @@ class IngestStage:
             for series_key, entry in sorted(touched.items())
         ]
 
+    def _try_index(
+        self, source: SourceObject
+    ) -> list[tuple[str, IndexEntry | None]] | PermanentError:
+        """:meth:`_index_object`, with a permanent error returned (it concerns this object
+        only) rather than raised."""
+        try:
+            return self._index_object(source)
+        except PermanentError as e:
+            return e
+
     def _index_object(self, source: SourceObject) -> list[tuple[str, IndexEntry | None]]:
         """Index one object (a DICOM instance, or every member of a zip archive)."""
         store = self.store_for_bucket(source.bucket)
-        head = store.get_range(source.key, 0, 4)
-        if is_zip_bytes(head):
+        prefix = read_prefix(store, source)
+        if is_zip_bytes(prefix):
             return self._index_zip(store, source)
-        header = read_header(store, source)
+        header = read_header(store, source, prefix)
         entry = index_instance(self.work, header, source)
         return [(series_key_of(header)[0], entry)]
 
@@ -192,7 +209,7 @@ class IngestStage:
     # -- assembly --------------------------------------------------------------------------
     def _check_series(self, message: Message) -> list[Outbound]:
         series_key = message["series_key"]
-        entries = read_series_index(self.work, series_key)
+        entries = read_series_index(self.work, series_key, self.pool)
         if not entries:
             return []
         newest = max(entry.generation for entry in entries)
@@ -239,14 +256,16 @@ class IngestStage:
             self.work.put_bytes(f"skipped/{job_id}.json", json.dumps(record).encode())
             bound.info("series_skipped", code=skip.code, reason=skip.reason)
             return []
-        instances = []
-        for entry in entries:
+
+        def download(entry: IndexEntry) -> tuple[str, bytes]:
             try:
                 store = self.store_for_bucket(entry.source.bucket)
-                instances.append((entry.source.key, store.get_bytes(entry.source.key)))
+                return entry.source.key, store.get_bytes(entry.source.key)
             except CovidCtError as e:
                 bound.warning("instance_unreadable", key=entry.source.key, error=str(e))
                 raise
+
+        instances = self.pool.map(download, entries)
         # headers=None: parse the bytes just downloaded (the index may describe an older version)
         result = convert_series(instances, self.config, check_selection=False)
         ready = write_volume(
