@@ -9,7 +9,7 @@ Results come back in input order, so everything built from them stays determinis
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from covidct_core.storage import ObjectStore
@@ -27,12 +27,13 @@ class IoPool:
 
     def map(self, function: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[function(item) for item in items]``; the first exception (in input order) is
-        raised after the calls already started have finished."""
+        raised once every call has finished (none is left running behind the caller)."""
         if self.threads == 1 or len(items) < 2:
             return [function(item) for item in items]
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="ingest-io")
         futures = [self._executor.submit(function, item) for item in items]
+        wait(futures)
         return [future.result() for future in futures]
 
     def fetch(self, store: ObjectStore, keys: Sequence[str]) -> list[bytes]:

@@ -12,7 +12,7 @@ from covidct_core.broker import ConfirmedPublisher
 from covidct_core.config import env_field, read_settings
 from covidct_core.entrypoint import BuiltStage, WorkerContext, exit_with, serve_stage
 from covidct_core.errors import ConfigError
-from covidct_core.s3 import S3Store
+from covidct_core.s3 import MAX_POOL_CONNECTIONS, S3Store
 from covidct_core.worker import Worker
 from covidct_ingest.config import load_config
 from covidct_ingest.stage import IngestStage
@@ -28,12 +28,20 @@ class IngestSettings:
     poll_interval: float = env_field("COVIDCT_POLL_INTERVAL", 5.0)
     quiet_period: float = env_field("COVIDCT_QUIET_PERIOD", 10.0)
     selection_rules: str = env_field("COVIDCT_SELECTION_RULES", "")
+    io_threads: int = env_field(
+        "COVIDCT_INGEST_IO_THREADS", 16, help="concurrent object-store requests per message"
+    )
 
 
 def read_ingest_settings(environ: Mapping[str, str]) -> IngestSettings:
     settings = read_settings(IngestSettings, environ)
+    problems = []
     if settings.trigger not in TRIGGERS:
-        raise ConfigError([f"COVIDCT_INGEST_TRIGGER must be one of {', '.join(TRIGGERS)}"])
+        problems.append(f"COVIDCT_INGEST_TRIGGER must be one of {', '.join(TRIGGERS)}")
+    if not 1 <= settings.io_threads <= MAX_POOL_CONNECTIONS:
+        problems.append(f"COVIDCT_INGEST_IO_THREADS must be 1..{MAX_POOL_CONNECTIONS}")
+    if problems:
+        raise ConfigError(problems)
     return settings
 
 
@@ -49,7 +57,13 @@ def build(context: WorkerContext) -> BuiltStage:
             stores[bucket] = S3Store(context.s3_client, bucket)
         return stores[bucket]
 
-    stage = IngestStage(context.store, store_for_bucket, config, settings.quiet_period)
+    stage = IngestStage(
+        context.store,
+        store_for_bucket,
+        config,
+        settings.quiet_period,
+        io_threads=settings.io_threads,
+    )
     exchange = context.settings.broker.exchange
     minio_queue = f"{exchange}.ingest.minio"
     built = BuiltStage(stage)
