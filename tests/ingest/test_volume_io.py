@@ -79,6 +79,34 @@ def test_bytes_round_trip_and_sitk_conversion() -> None:
     assert via_sitk.same_geometry(volume, tol=1e-12)
 
 
+def test_compressed_round_trip_and_interop(tmp_path: Path) -> None:
+    """zlib-compressed MetaImage (how masks are stored): exact round trip, SimpleITK reads
+    it with the same voxels and geometry, and a mask shrinks to a fraction of its size."""
+    volume = make_volume()
+    data = to_mha_bytes(volume, compress_level=1)
+    assert b"CompressedData = True" in data and b"CompressedDataSize = " in data
+    back = read_mha_bytes(data)
+    assert back.same_geometry(volume, tol=0) and np.array_equal(back.array, volume.array)
+    path = tmp_path / "c.mha"
+    path.write_bytes(data)
+    assert np.array_equal(read_mha(path).array, volume.array)
+    image = sitk.ReadImage(str(path))
+    assert image.GetSpacing() == volume.spacing and image.GetOrigin() == volume.origin
+    assert np.array_equal(sitk.GetArrayFromImage(image), volume.array)
+    mask = np.zeros((40, 64, 64), np.uint8)
+    mask[5:35, 10:50, 8:30] = 1
+    packed = to_mha_bytes(Volume(mask, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), compress_level=1)
+    assert len(packed) < 0.02 * mask.nbytes
+
+
+def test_corrupt_compressed_data_is_a_permanent_error() -> None:
+    data = bytearray(to_mha_bytes(make_volume(), compress_level=1))
+    data[-40:-20] = bytes(20)
+    with pytest.raises(PermanentError) as err:
+        read_mha_bytes(bytes(data))
+    assert err.value.code == "CORRUPT_FILE"
+
+
 def test_index_and_physical_points_are_inverse() -> None:
     volume = make_volume()
     indices = np.array([[0, 0, 0], [10, 6, 4], [2.5, 3.25, 1.5]])

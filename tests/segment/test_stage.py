@@ -127,7 +127,10 @@ def test_model_stage_on_flipped_phantom(
     [out] = SegmentStage(store, model_segmenter).handle(message)
     body = out.message
     assert body["segmentation_model"]["name"] == "lung_seg"
-    mask = read_mha_bytes(store.get_bytes(body["mask"]["key"]))
+    stored = store.get_bytes(body["mask"]["key"])
+    assert b"CompressedData = True" in stored[:1024]
+    assert len(stored) < 0.1 * thick_flipped_phantom.volume.array.size
+    mask = read_mha_bytes(stored)
     assert mask.same_geometry(thick_flipped_phantom.volume, tol=0.0)
     assert classical.dice(mask.array, thick_flipped_phantom.lung) >= 0.95
     assert body["model_vs_classical_dice"] >= 0.95

@@ -2,7 +2,7 @@
 
 Reads ``volumes/<job>/image.mha`` (size and sha256 verified against the message), segments
 it, cross-checks against the classical mask, writes ``masks/<job>/<model>@<version>/lung.mha``
-(uint8, lung = 1, exactly the volume's grid) and returns the mask-ready message.
+(uint8, lung = 1, exactly the volume's grid, zlib-compressed MetaImage) and returns the mask-ready message.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ DISAGREEMENT_FLAG = "SEG_CLASSICAL_DISAGREEMENT"
 VOLUME_RANGE_FLAG = "SEG_LUNG_VOLUME_OUT_OF_RANGE"
 DEFAULT_MIN_DICE = 0.9
 PLAUSIBLE_LUNG_ML = (1500.0, 9000.0)
+# masks are written zlib-compressed: a 512x512x300 mask shrinks from 79 MB to under 1 MB for
+# about 0.1 s of CPU, less than writing and reading the raw bytes costs
+MASK_COMPRESS_LEVEL = 1
 
 
 def mask_key(job_id: str, model_tag: str) -> str:
@@ -78,7 +81,7 @@ class SegmentStage:
         model = self.segmenter.model_ref
         key = mask_key(message["job_id"], model.tag)
         mask_volume = Volume(result.mask, volume.spacing, volume.origin, volume.direction)
-        body = to_mha_bytes(mask_volume)
+        body = to_mha_bytes(mask_volume, MASK_COMPRESS_LEVEL)
         info = self.store.put_bytes(key, body, {"content-type": "application/octet-stream"})
         mask_ref = ObjectRef(self.store.bucket, key, info.size, info.sha256 or sha256_bytes(body))
         write_s = self.clock() - write_started
