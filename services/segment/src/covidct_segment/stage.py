@@ -2,7 +2,8 @@
 
 Reads ``volumes/<job>/image.mha`` (size and sha256 verified against the message), segments
 it, cross-checks against the classical mask, writes ``masks/<job>/<model>@<version>/lung.mha``
-(uint8, lung = 1, exactly the volume's grid, zlib-compressed MetaImage) and returns the mask-ready message.
+(uint8, lung = 1, exactly the volume's grid, zlib-compressed MetaImage) and returns the
+mask-ready message.
 """
 
 from __future__ import annotations
