@@ -23,14 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
 import torch
 
 from covidct_core.allocator import retain_freed_memory
 from covidct_core.messages import JobIdentity, ObjectRef, series_ready
 from covidct_core.storage import LocalStore
-from covidct_core.volume_io import Volume, from_sitk, to_mha_bytes
+from covidct_core.volume_io import Volume, read_reference_series, to_mha_bytes
 from covidct_segment.bundle import load_bundle
 from covidct_segment.segmenters import ModelSegmenter, SegmentResult
 from covidct_segment.stage import SegmentStage
@@ -57,13 +55,6 @@ def default_series() -> Path:
     return next((samples / "lidc-idri-0001").rglob("*.dcm")).parent
 
 
-def read_series(directory: Path) -> Volume:
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(directory)))
-    volume = from_sitk(reader.Execute())
-    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
-
-
 def bare_forward_seconds(model: torch.nn.Module, roi: tuple[int, int, int], count: int) -> float:
     """Wall time of ``count`` bare forward passes of one window (after one warm-up)."""
     window = torch.rand(1, 1, *roi)
@@ -84,7 +75,7 @@ def main() -> None:
     retain_freed_memory()  # as the worker entrypoint does
     torch.set_num_threads(args.threads)
     series = args.series or default_series()
-    volume = read_series(series)
+    volume = read_reference_series(series)
     bundle = load_bundle(str(REPO / "models" / "lung_seg"))
     segmenter = RecordingSegmenter(ModelSegmenter(bundle, torch.device("cpu")))
     with tempfile.TemporaryDirectory() as tmp:

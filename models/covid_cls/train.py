@@ -31,7 +31,6 @@ from typing import Any
 
 import monai
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.networks.nets import DenseNet121
 
@@ -47,7 +46,7 @@ from covidct_classify.lung_geometry import LungGeometry, lung_geometry
 from covidct_classify.preprocess import PreprocessConfig, crop_and_resize, network_input, preprocess
 from covidct_classify.synthetic import random_case_spec, synthesize, synthesize_volume
 from covidct_core.messages import ModelRef
-from covidct_core.volume_io import Volume, from_sitk
+from covidct_core.volume_io import Volume, read_reference_series
 
 BUNDLE = Path(__file__).resolve().parent
 NAME, VERSION = "covid_cls", "1.0.0"
@@ -94,11 +93,9 @@ def samples_dir() -> Path:
     return Path(os.environ.get("COVIDCT_SAMPLES", default))
 
 
-def read_series(folder: Path) -> Volume:
-    reader = sitk.ImageSeriesReader()
-    ids = reader.GetGDCMSeriesIDs(str(folder))
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), ids[0]))
-    volume = from_sitk(reader.Execute())
+def read_clipped_series(folder: Path) -> Volume:
+    """The series in HU clipped to [-1024, 3071] (the committed weights were trained so)."""
+    volume = read_reference_series(folder)
     return dataclasses.replace(volume, array=np.clip(volume.array, -1024, 3071).astype(np.int16))
 
 
@@ -296,7 +293,7 @@ def main() -> None:
     sources: list[tuple[str, Volume, np.ndarray]] = []
     root = samples_dir()
     for relative in TRAIN_SERIES:
-        volume = read_series(root / relative)
+        volume = read_clipped_series(root / relative)
         sources.append((Path(relative).name, volume, classical_mask(volume)))
     for seed in TRAIN_PHANTOM_SEEDS:
         volume, mask = phantom_lungs(seed)
@@ -307,7 +304,7 @@ def main() -> None:
     }
     held_cases = []
     for relative in HELD_OUT_SERIES:
-        volume = read_series(root / relative)
+        volume = read_clipped_series(root / relative)
         held_cases.append((Path(relative).name, volume, classical_mask(volume)))
     for seed in HELD_OUT_PHANTOM_SEEDS:
         volume, mask = phantom_lungs(seed)

@@ -35,7 +35,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
 from covidct_core.phantom import make_chest_phantom, random_phantom_options
-from covidct_core.volume_io import Volume, from_sitk
+from covidct_core.volume_io import Volume, read_reference_image, read_reference_series
 from covidct_segment.classical import dice, segment_lungs_classical
 from covidct_segment.preprocess import Preprocessing, model_grid, resample_hu, resample_mask_to_grid
 
@@ -78,18 +78,6 @@ def samples_dir() -> Path:
     return Path(os.environ.get("COVIDCT_SAMPLES", str(REPO.parent / "shared" / "data")))
 
 
-def read_series(directory: Path) -> Volume:
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(directory)))
-    volume = from_sitk(reader.Execute())
-    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
-
-
-def read_image(path: Path) -> Volume:
-    volume = from_sitk(sitk.ReadImage(str(path)))
-    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
-
-
 def tcia_series(root: Path) -> list[Path]:
     return sorted((root / TCIA).glob("Lung_Dx-*/*/*"))
 
@@ -108,13 +96,13 @@ def to_case(name: str, volume: Volume, mask: np.ndarray, weight: float) -> Case:
 def real_cases(root: Path) -> list[Case]:
     cases = []
     for series in tcia_series(root):
-        volume = read_series(series)
+        volume = read_reference_series(series)
         silver = segment_lungs_classical(volume).mask
         cases.append(to_case(series.parent.parent.name + "/" + series.name, volume, silver, 1.0))
-    cip = read_image(root / "cip-copdgene-testdata" / "TestInput.nrrd")
+    cip = read_reference_image(root / "cip-copdgene-testdata" / "TestInput.nrrd")
     cases.append(to_case("cip/TestInput", cip, segment_lungs_classical(cip).mask, 1.0))
     ts = root / "totalsegmentator-testdata"
-    small = read_image(ts / "example_ct_sm.nii.gz")
+    small = read_reference_image(ts / "example_ct_sm.nii.gz")
     lobes = np.zeros(small.array.shape, dtype=np.uint8)
     for path in sorted((ts / "example_seg_fast_lungs").glob("lung_*.nii.gz")):
         lobes |= (sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0).astype(np.uint8)
@@ -329,7 +317,7 @@ def evaluate(bundle_dir: Path) -> None:
         print(name, report[name], flush=True)
 
     for series in lidc_series(root) + tcia_series(root):
-        volume = read_series(series)
+        volume = read_reference_series(series)
         score(
             series.parent.parent.name + "/" + series.name[:40],
             volume,
@@ -338,7 +326,7 @@ def evaluate(bundle_dir: Path) -> None:
     cip = root / "cip-copdgene-testdata"
     score(
         "cip/ct-64 vs wholeLung-64",
-        read_image(cip / "ct-64.nrrd"),
+        read_reference_image(cip / "ct-64.nrrd"),
         sitk.GetArrayFromImage(sitk.ReadImage(str(cip / "wholeLung-64.nrrd"))),
     )
     for seed in (9001, 9002, 9003):

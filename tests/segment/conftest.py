@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from covidct_core.phantom import PhantomOptions, make_chest_phantom
-from covidct_core.volume_io import Volume, from_sitk
+from covidct_core.volume_io import Volume
 from covidct_segment.bundle import LoadedBundle, load_bundle
 from covidct_segment.segmenters import ModelSegmenter
 from tests.conftest import REPO_ROOT
@@ -25,18 +24,6 @@ class Phantom:
     volume: Volume
     lung: np.ndarray
     labels: np.ndarray
-
-
-def read_series(directory: Path) -> Volume:
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(directory)))
-    volume = from_sitk(reader.Execute())
-    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
-
-
-def read_image(path: Path) -> Volume:
-    volume = from_sitk(sitk.ReadImage(str(path)))
-    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
 
 
 def chest_series(samples: Path) -> list[Path]:

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from covidct_core.volume_io import read_reference_image, read_reference_series
 from covidct_segment.classical import dice, segment_lungs_classical
 from covidct_segment.segmenters import ModelSegmenter
-from tests.segment.conftest import chest_series, read_image, read_series
+from tests.segment.conftest import chest_series
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ SERIES_IDS = ["A0001-2", "A0001-3", "A0002-2", "A0002-3", "LIDC-0001"]
 def test_model_matches_classical_on_real_series(
     index: int, samples_dir: Path, model_segmenter: ModelSegmenter
 ) -> None:
-    volume = read_series(chest_series(samples_dir)[index])
+    volume = read_reference_series(chest_series(samples_dir)[index])
     result = model_segmenter.segment(volume)
     assert result.mask.shape == volume.array.shape and result.mask.dtype == np.uint8
     silver = segment_lungs_classical(volume).mask
@@ -38,7 +39,7 @@ def test_model_matches_classical_on_real_series(
 
 def test_cip_low_resolution_ct(samples_dir: Path, model_segmenter: ModelSegmenter) -> None:
     cip = samples_dir / "cip-copdgene-testdata"
-    volume = read_image(cip / "ct-64.nrrd")
+    volume = read_reference_image(cip / "ct-64.nrrd")
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(cip / "wholeLung-64.nrrd")))
     model = model_segmenter.segment(volume)
     assert dice(model.mask, reference) >= 0.90

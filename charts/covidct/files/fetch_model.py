@@ -6,14 +6,13 @@ Fetches every object under ``s3://<bucket>/<prefix>`` (``models/<name>/<version>
 ``"weights": {"file": ..., "sha256": ...}``. Every file under ``models/`` must be listed.
 Exits non-zero (and the pod does not start) on a missing, extra or corrupt file.
 
-Runs with the stage image's Python (boto3 is a core dependency). Connection settings
+Runs with the stage image's Python (boto3 and covidct_core are installed there). Connection settings
 come from the COVIDCT_S3_* variables of the chart's ConfigMap and Secret.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -22,8 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, cast
 
+from covidct_core.storage import sha256_file
+
 METADATA = "configs/metadata.json"
-CHUNK = 1024 * 1024
 
 
 class BundleError(Exception):
@@ -69,14 +69,6 @@ def download_bundle(client: S3Client, bucket: str, prefix: str, dest: Path) -> l
         Path(tmp_name).replace(target)
         fetched.append(rel.as_posix())
     return fetched
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def files_under(root: Path, sub: str) -> Iterable[str]:

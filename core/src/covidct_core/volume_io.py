@@ -266,6 +266,23 @@ def read_mha(path: Path) -> Volume:
         raise PermanentError("CORRUPT_FILE", f"cannot read image: {e}") from e
 
 
+def read_reference_series(directory: Path) -> Volume:
+    """The first DICOM series in ``directory`` as int16 HU, read by SimpleITK/GDCM.
+
+    For training scripts, tests and benchmarks that need a reference reading of the shared
+    sample data; the pipeline itself reads DICOM through the ingest stage."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(directory)))
+    volume = _from_sitk(reader.Execute())
+    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
+
+
+def read_reference_image(path: Path) -> Volume:
+    """A single-file image (NRRD, NIfTI, MetaImage) as int16, read by SimpleITK."""
+    volume = _from_sitk(sitk.ReadImage(str(path)))
+    return Volume(volume.array.astype(np.int16), volume.spacing, volume.origin, volume.direction)
+
+
 def to_sitk(volume: Volume) -> sitk.Image:
     """A SimpleITK image with the same voxels and geometry."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
