@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from covidct_core.errors import CovidCtError
+from covidct_core.errors import CovidCtError, StorageError
 from covidct_core.messages import Message
 from covidct_core.stage import run_stage
 from covidct_core.storage import LocalStore, put_bytes_if_absent
-from covidct_ingest.claims import claim_job, claim_key, latest_claim
+from covidct_ingest.claims import ClaimHeartbeat, claim_job, claim_key, latest_claim
 from covidct_ingest.grouping import compute_job_id
 from covidct_ingest.index import read_series_index
 from covidct_ingest.stage import IngestStage
@@ -76,6 +78,51 @@ def test_an_unreadable_claim_counts_as_abandoned(tmp_path: Path) -> None:
     assert claim is not None and (claim.number, claim.claimed_at) == (3, 0.0)
     assert claim_job(store, JOB, "b", LEASE, clock=lambda: 10.0 + LEASE)
     assert latest_claim(store, JOB).number == 4  # type: ignore[union-attr]
+
+
+def test_the_heartbeat_keeps_a_long_assembly_claimed_and_a_dead_owner_loses_it(
+    tmp_path: Path,
+) -> None:
+    """Renewed every 0.05 s, a claim with a 0.4 s lease outlives the lease many times over;
+    once the beats stop (the owner died), another replica takes the job after one lease."""
+    store = LocalStore(tmp_path)
+    lease = 0.4
+    key = claim_job(store, JOB, "owner", lease)
+    assert key == claim_key(JOB, 0)
+    with ClaimHeartbeat(store, key, "owner", interval=0.05) as beat:
+        deadline = time.monotonic() + 3 * lease
+        while time.monotonic() < deadline:
+            assert claim_job(store, JOB, "other", lease) is None
+            time.sleep(0.02)
+    assert beat.beats >= 10
+    claim = latest_claim(store, JOB)
+    assert claim is not None and (claim.number, claim.owner) == (0, "owner")
+    time.sleep(lease + 0.05)
+    assert claim_job(store, JOB, "other", lease) == claim_key(JOB, 1)
+
+
+class FlakyStore(LocalStore):
+    """put_bytes fails twice, then works."""
+
+    failures = 2
+
+    def put_bytes(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("the store is briefly away")
+        return super().put_bytes(key, data, metadata)
+
+
+def test_a_failed_renewal_is_retried_at_the_next_beat(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path)
+    key = claim_job(store, JOB, "owner", LEASE, clock=lambda: 5.0)
+    assert key is not None
+    with ClaimHeartbeat(store, key, "owner", interval=0.02, clock=lambda: 77.0) as beat:
+        deadline = time.monotonic() + 5
+        while beat.beats == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert store.failures == 0 and beat.beats >= 1
+    assert latest_claim(store, JOB).claimed_at == 77.0  # type: ignore[union-attr]
 
 
 def indexed_series(tmp_path: Path, samples_dir: Path) -> tuple[IngestStage, Message, str]:

@@ -4,14 +4,18 @@ Before assembling job J a handler creates ``done/ingest/series/<J>/claim-<n>.jso
 conditional PUT (``If-None-Match: *``); only the handler whose PUT created the object
 assembles. ``n`` starts at 0. A claim older than the lease, while J still has no completion
 record, is taken as abandoned (its owner died mid-assembly): the next number ``n + 1`` is
-claimed, again conditionally, so one taker wins that too. Claims are never overwritten; an
-owner whose assembly raised deletes its own claim so that its retry (or a deferred check)
-can claim the job again at once.
+claimed, again conditionally, so one taker wins that too. While it assembles, the owner
+renews its claim (:class:`ClaimHeartbeat` rewrites ``claimed_at`` every quarter lease), so
+the lease can be short (a dead owner's job waits one lease, not the longest assembly) and a
+long assembly is never taken for abandoned. Only the owner ever rewrites a claim; an owner
+whose assembly raised deletes its own claim so that its retry (or a deferred check) can
+claim the job again at once.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from covidct_core.storage import ObjectStore, put_bytes_if_absent
 log = structlog.get_logger()
 
 CLAIM_STEM = "claim-"
+JSON = {"content-type": "application/json"}
 
 
 def claim_prefix(job_id: str) -> str:
@@ -84,10 +89,52 @@ def claim_job(
             claim=current.number,
             age_s=round(now - current.claimed_at, 1),
         )
-    body = json.dumps({"owner": owner, "claimed_at": now, "at": utc_now_iso()}).encode()
     key = claim_key(job_id, number)
-    created = put_bytes_if_absent(store, key, body, {"content-type": "application/json"})
+    created = put_bytes_if_absent(store, key, _claim_body(owner, now), JSON)
     return key if created is not None else None
+
+
+def _claim_body(owner: str, now: float) -> bytes:
+    return json.dumps({"owner": owner, "claimed_at": now, "at": utc_now_iso()}).encode()
+
+
+class ClaimHeartbeat:
+    """Renews the claim ``key`` (owned by ``owner``) every ``interval`` seconds on a daemon
+    thread while the ``with`` block runs. A failed renewal is logged and tried again at the
+    next beat: the claim only lapses if renewals keep failing for a whole lease."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: str,
+        owner: str,
+        interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.owner = owner
+        self.interval = interval
+        self.clock = clock
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+
+    def __enter__(self) -> ClaimHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.put_bytes(self.key, _claim_body(self.owner, self.clock()), JSON)
+                self.beats += 1
+            except CovidCtError as e:
+                log.warning("series_claim_not_renewed", stage="ingest", key=self.key, error=str(e))
 
 
 def release_claim(store: ObjectStore, key: str) -> None:

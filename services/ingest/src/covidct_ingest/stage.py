@@ -45,7 +45,7 @@ from covidct_core.storage import ObjectStore
 from covidct_core.volume_io import to_mha_bytes
 from covidct_ingest import codes
 from covidct_ingest.archive import is_zip_bytes, iter_zip_members
-from covidct_ingest.claims import claim_job, release_claim
+from covidct_ingest.claims import ClaimHeartbeat, claim_job, release_claim
 from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
 from covidct_ingest.convert import ConversionResult, convert_series
 from covidct_ingest.grouping import compute_job_id, series_key_of
@@ -78,8 +78,9 @@ class IngestStage:
     config: IngestConfig = DEFAULT_CONFIG
     quiet_period: float = 10.0
     timer: Callable[[], float] = time.perf_counter
-    # a claim older than this without a completion record is taken as abandoned
-    claim_lease: float = 600.0
+    # a claim not renewed for this long without a completion record is taken as abandoned
+    # (its owner renews it every quarter lease while assembling)
+    claim_lease: float = 60.0
     # object reads and index writes overlap on this many threads
     io_threads: int = 16
 
@@ -228,8 +229,9 @@ class IngestStage:
             log.info("series_claimed_elsewhere", stage="ingest", job_id=job_id)
             return [self._deferred_check(message)]
         try:
-            outbound = self._assemble(entries, job_id, message)
-            write_record(self.work, done_key, outbound)
+            with ClaimHeartbeat(self.work, claim, message["message_id"], self.claim_lease / 4):
+                outbound = self._assemble(entries, job_id, message)
+                write_record(self.work, done_key, outbound)
         except Exception:
             release_claim(self.work, claim)  # its retry must not wait for the lease
             raise
