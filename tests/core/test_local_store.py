@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,20 @@ def test_local_store_put_file_and_download(tmp_path: Path) -> None:
     store.download_file("a/b.bin", target)
     assert target.read_bytes() == source.read_bytes()
     assert info.sha256 == sha256_bytes(source.read_bytes())
+
+
+def test_objects_get_the_umask_permissions_not_0600(tmp_path: Path) -> None:
+    """Files the store renames into place (results people open) follow the umask."""
+    store = LocalStore(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        store.put_bytes("results/a.csv", b"x")
+        assert store.put_bytes_if_absent("results/b.csv", b"y") is not None
+        source = tmp_path / "source.bin"
+        source.write_bytes(b"z")
+        store.put_file("results/c.bin", source)
+    finally:
+        os.umask(previous)
+    for name in ("a.csv", "b.csv", "c.bin"):
+        assert stat.S_IMODE((tmp_path / "results" / name).stat().st_mode) == 0o644, name
+    assert not [p for p in (tmp_path / "results").iterdir() if p.name.startswith(".tmp-")]

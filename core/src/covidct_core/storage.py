@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -112,6 +112,19 @@ def validate_key(key: str) -> str:
     return key
 
 
+def create_temp_file(directory: Path, prefix: str) -> tuple[int, str]:
+    """A new, empty file in ``directory`` opened for writing, like ``tempfile.mkstemp`` but
+    with the process umask's permissions (mkstemp makes 0600 files, and the store's files
+    are renamed into place as results people read)."""
+    for _ in range(100):
+        name = directory / f"{prefix}{secrets.token_hex(8)}"
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(name)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")
+
+
 class LocalStore:
     """An :class:`ObjectStore` over a local directory (the embedded single-machine mode).
 
@@ -146,7 +159,7 @@ class LocalStore:
     ) -> ObjectInfo:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = create_temp_file(path.parent, ".tmp-")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
@@ -160,7 +173,7 @@ class LocalStore:
         """Create ``key`` atomically (a hard link fails when the name exists)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = create_temp_file(path.parent, ".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -176,7 +189,7 @@ class LocalStore:
     def put_file(self, key: str, path: Path, metadata: dict[str, str] | None = None) -> ObjectInfo:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, tmp = create_temp_file(target.parent, ".tmp-")
         os.close(fd)
         shutil.copyfile(path, tmp)
         os.replace(tmp, target)

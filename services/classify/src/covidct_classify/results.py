@@ -8,13 +8,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from covidct_core import RESEARCH_USE_DISCLAIMER
+from covidct_core.storage import create_temp_file
 
 RESULT_COLUMNS = (
     "series_instance_uid",
@@ -196,7 +196,7 @@ def upsert_results_csv(path: Path, rows_csv: bytes) -> int:
     for row in merged.values():
         writer.writerow([row[c] for c in RESULT_COLUMNS])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-")
+    fd, tmp = create_temp_file(path.parent, ".results-")
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         handle.write(buffer.getvalue())
     Path(tmp).replace(path)
