@@ -98,11 +98,11 @@ class WindowPredictor:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         self.windows += int(batch.shape[0])
-        out: torch.Tensor = self.model(batch)
+        out: torch.Tensor = self.model(batch).float()  # blend in float32, also under autocast
         if out.shape[1] == 2:
             lung = LUNG_CHANNEL
-            return (out[:, lung : lung + 1] - out[:, 1 - lung : 2 - lung]).float()
-        return out.float()
+            return out[:, lung : lung + 1] - out[:, 1 - lung : 2 - lung]
+        return out
 
 
 def lung_voxels(scores: torch.Tensor) -> torch.Tensor:
