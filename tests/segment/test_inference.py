@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -12,12 +15,14 @@ from covidct_segment.bundle import LoadedBundle
 from covidct_segment.classical import dice
 from covidct_segment.inference import (
     InferenceSettings,
+    Prepared,
     WindowPredictor,
     coarse_view,
     lung_voxels,
     segment_volume,
 )
 from covidct_segment.preprocess import model_grid, resample_hu, resample_mask_to_grid
+from covidct_segment.segmenters import ModelSegmenter
 from tests.segment.conftest import Phantom
 
 
@@ -86,3 +91,42 @@ def test_lung_voxels_matches_argmax() -> None:
         assert blended.shape[0] == (1 if channels == 2 else channels)
         assert torch.equal(lung_voxels(blended), expected)
         assert predictor.windows == 1
+
+
+def test_cross_check_gives_the_same_answer_beside_or_after_the_network(
+    bundle: LoadedBundle, phantom: Phantom
+) -> None:
+    """The classical check runs beside the windows on accelerators and after them on the CPU;
+    either order gives the same mask and Dice, and the plain inference the same mask."""
+    after = ModelSegmenter(bundle, torch.device("cpu"))
+    beside = ModelSegmenter(bundle, torch.device("cpu"), check_during_inference=True)
+    assert not after.check_during_inference and beside.check_during_inference
+    first, second = after.segment(phantom.volume), beside.segment(phantom.volume)
+    assert np.array_equal(first.mask, second.mask)
+    assert first.classical_dice is not None and first.classical_dice >= 0.95
+    assert first.classical_dice == second.classical_dice and first.qa_flags == []
+    plain = segment_volume(bundle.model, phantom.volume, after.settings, torch.device("cpu"))
+    assert np.array_equal(plain.mask, first.mask)
+    assert set(first.timings) == {"preprocess_s", "infer_s", "postprocess_s", "qa_s"}
+
+
+def test_a_failed_post_processing_waits_for_the_cross_check(bundle: LoadedBundle) -> None:
+    """NO_LUNG_FOUND from the post-processing propagates only once the helper's check has
+    finished: nothing keeps running behind a failed message."""
+    finished: list[bool] = []
+
+    def slow_check() -> None:
+        time.sleep(2.0)
+        finished.append(True)
+
+    class SlowCheck(ModelSegmenter):
+        def _start_cross_check(self, prepared: Prepared) -> Any:
+            coarse, _ = super()._start_cross_check(prepared)
+            return coarse, self._helper.submit(slow_check)
+
+    block = Volume(np.full((40, 60, 60), 40, np.int16), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
+    segmenter = SlowCheck(bundle, torch.device("cpu"), check_during_inference=True)
+    with pytest.raises(PermanentError) as info:
+        segmenter.segment(block)
+    assert info.value.code == "NO_LUNG_FOUND"
+    assert finished == [True]

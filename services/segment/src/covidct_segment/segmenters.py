@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -96,12 +96,17 @@ class ModelSegmenter:
         device: torch.device,
         autocast: torch.dtype | None = None,
         settings: InferenceSettings | None = None,
+        check_during_inference: bool | None = None,
     ) -> None:
         self.bundle = bundle
         self.model_ref = bundle.model_ref
         self.device = device
         self.autocast = autocast
         self.settings = settings or InferenceSettings.from_metadata(bundle.metadata)
+        # default: beside the network only when the network does not run on the CPU
+        self.check_during_inference = (
+            device.type != "cpu" if check_during_inference is None else check_during_inference
+        )
         self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-qa")
 
     def segment(self, volume: Volume) -> SegmentResult:
@@ -111,7 +116,7 @@ class ModelSegmenter:
         prepared = prepare(volume, self.settings, self.device)
         timings["preprocess_s"] = clock() - started
 
-        early = self.device.type != "cpu"
+        early = self.check_during_inference
         coarse = qa = None
         if early:
             coarse, qa = self._start_cross_check(prepared)
@@ -128,7 +133,9 @@ class ModelSegmenter:
             body = coarse if self.settings.restrict_to_body else None
             grid_mask, mask = finish(raw, prepared, self.settings, body)
         finally:
-            reference = qa.result() if qa is not None else None
+            if qa is not None:
+                wait([qa])  # the helper never runs on behind a failure
+        reference = qa.result() if qa is not None else None
         timings["postprocess_s"] = clock() - started
 
         started = clock()
