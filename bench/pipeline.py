@@ -11,7 +11,9 @@ times all stages in this process for the record (on this machine that is slower 
 the workers, so it is not used as the baseline).
 
 Prints ``pipeline_overhead_ratio: X`` (median end-to-end / median bare sum; target <= 1.10)
-and the absolute overhead in ms per series.
+and the absolute overhead in ms per series; for every round also when each message of the job
+was published (a tap queue bound to the exchange) and the per-stage timings, which show where
+the overhead lies. The run deletes its queues, exchanges and buckets at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from typing import Any
 from covidct_core.allocator import retain_freed_memory
 from covidct_core.broker import ConfirmedPublisher
 from covidct_core.s3 import S3Store, make_s3_client
+from covidct_core.topology import all_queues, declare_topology, delayed_exchange
 
+RETRY_DELAYS = (10.0, 60.0, 300.0)
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SAMPLES = Path(os.environ.get("COVIDCT_SAMPLES", ROOT.parent / "shared" / "data"))
@@ -113,10 +117,12 @@ COMPUTE_TIMINGS = (
 
 
 def run_once(
-    store: S3Store, publisher: ConfirmedPublisher, folder: Path, results: Any
+    store: S3Store, publisher: ConfirmedPublisher, folder: Path, channel: Any, tap: str
 ) -> tuple[float, float]:
     """Upload the series, publish its manifest, wait for result-ready; seconds after publish.
 
+    ``tap`` receives a copy of every message on the exchange: the time each one is published
+    gives the timeline of the job (ingest indexing, series check, segment, classify).
     The same files give the same job, so main clears the work bucket between rounds."""
     from covidct.submit import submit
 
@@ -125,30 +131,44 @@ def run_once(
     manifest = submit(folder, store, lambda *_: None, prefix, progress=False)
     start = time.perf_counter()
     publisher.publish("ingest.manifest", manifest)
+    timeline: list[str] = []
     while True:
-        method, _props, body = results.basic_get(results.queue_name, auto_ack=True)
-        if method is not None:
-            elapsed = time.perf_counter() - start
-            timings = json.loads(body)["timings"]
-            compute = sum(float(timings.get(name, 0.0)) for name in COMPUTE_TIMINGS)
-            print(f"round: end-to-end {elapsed:.2f}s, compute inside the workers {compute:.2f}s")
-            print(f"  timings: { {k: round(float(v), 3) for k, v in sorted(timings.items())} }")
-            return elapsed, compute
-        if time.perf_counter() - keys_before > 600:
-            raise TimeoutError("no result within 10 minutes")
-        time.sleep(0.02)
+        method, _props, body = channel.basic_get(tap, auto_ack=True)
+        if method is None:
+            if time.perf_counter() - keys_before > 600:
+                raise TimeoutError("no result within 10 minutes")
+            time.sleep(0.002)
+            continue
+        elapsed = time.perf_counter() - start
+        timeline.append(f"{method.routing_key} {1000 * elapsed:.0f}")
+        if method.routing_key != "result.ready":
+            continue
+        timings = json.loads(body)["timings"]
+        compute = sum(float(timings.get(name, 0.0)) for name in COMPUTE_TIMINGS)
+        print(f"round: end-to-end {elapsed:.2f}s, compute inside the workers {compute:.2f}s")
+        print(f"  published at (ms): {', '.join(timeline)}")
+        print(f"  timings: { {k: round(float(v), 3) for k, v in sorted(timings.items())} }")
+        return elapsed, compute
 
 
-def clear_work(client: Any, bucket: str) -> None:
+def clear_work(client: Any, bucket: str, keep_models: bool = True) -> None:
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket):
         keys = [
             {"Key": o["Key"]}
             for o in page.get("Contents", [])
-            if not o["Key"].startswith("models/")
+            if not (keep_models and o["Key"].startswith("models/"))
         ]
         if keys:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+
+def remove_topology(channel: Any, exchange: str) -> None:
+    """Delete the queues and exchanges this run's workers declared."""
+    for queue in [*all_queues(exchange, RETRY_DELAYS), f"{exchange}.ingest.minio"]:
+        channel.queue_delete(queue)
+    channel.exchange_delete(exchange)
+    channel.exchange_delete(delayed_exchange(exchange))
 
 
 def main() -> None:
@@ -181,23 +201,22 @@ def main() -> None:
     }
     logs = Path(tempfile.mkdtemp(prefix="covidct-bench-"))
     processes = start_workers(env, logs)
-    publisher = ConfirmedPublisher(AMQP, exchange, (10.0, 60.0, 300.0))
+    publisher = ConfirmedPublisher(AMQP, exchange, RETRY_DELAYS)
     connection = pika.BlockingConnection(pika.URLParameters(AMQP))
-    results = connection.channel()
-    from covidct_core.topology import declare_topology, results_queue
-
-    declare_topology(results, exchange, (10.0, 60.0, 300.0))
-    results.queue_name = results_queue(exchange)  # type: ignore[attr-defined]
+    channel = connection.channel()
+    declare_topology(channel, exchange, RETRY_DELAYS)
+    tap = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(tap, exchange, "#")
     store = S3Store(client, inbox)
     try:
-        run_once(store, publisher, folder, results)  # warm-up: models load, caches fill
+        run_once(store, publisher, folder, channel, tap)  # warm-up: models load, caches fill
         if args.in_process:
             bare_seconds(folder)  # the same warm-up (TorchScript optimises early runs)
         end_to_end, bare, in_process = [], [], []
         for _ in range(args.rounds):
             clear_work(client, work)
             conversion = bare_conversion_seconds(folder)
-            elapsed, compute = run_once(store, publisher, folder, results)
+            elapsed, compute = run_once(store, publisher, folder, channel, tap)
             end_to_end.append(elapsed)
             bare.append(compute + conversion)
             if args.in_process:
@@ -207,8 +226,12 @@ def main() -> None:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(60)
+        remove_topology(channel, exchange)
         connection.close()
         publisher.close()
+        for bucket in (work, inbox):
+            clear_work(client, bucket, keep_models=False)
+            client.delete_bucket(Bucket=bucket)
     e2e, base = statistics.median(end_to_end), statistics.median(bare)
     print(f"end_to_end_s: {e2e:.3f}")
     print(f"bare_compute_s: {base:.3f}")

@@ -9,6 +9,9 @@ from typing import Any
 
 import pika
 
+# the retry delays of worker processes started by tests (the exchange fixture deletes them)
+WORKER_RETRY_DELAYS = (1.0, 2.0)
+
 
 def channel_for(amqp_url: str) -> tuple[pika.BlockingConnection, Any]:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -67,7 +70,7 @@ def worker_env(
         **os.environ,
         "COVIDCT_AMQP_URL": amqp_url,
         "COVIDCT_EXCHANGE": exchange,
-        "COVIDCT_RETRY_DELAYS": "1,2",
+        "COVIDCT_RETRY_DELAYS": ",".join(str(d) for d in WORKER_RETRY_DELAYS),
         "COVIDCT_S3_ENDPOINT": s3["endpoint"],
         "COVIDCT_S3_ACCESS_KEY": s3["access_key"],
         "COVIDCT_S3_SECRET_KEY": s3["secret_key"],
