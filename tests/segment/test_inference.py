@@ -14,8 +14,8 @@ from covidct_core.volume_io import Volume
 from covidct_segment.bundle import LoadedBundle
 from covidct_segment.classical import dice
 from covidct_segment.inference import (
+    CoarseView,
     InferenceSettings,
-    Prepared,
     WindowPredictor,
     coarse_view,
     lung_voxels,
@@ -120,9 +120,8 @@ def test_a_failed_post_processing_waits_for_the_cross_check(bundle: LoadedBundle
         finished.append(True)
 
     class SlowCheck(ModelSegmenter):
-        def _start_cross_check(self, prepared: Prepared) -> Any:
-            coarse, _ = super()._start_cross_check(prepared)
-            return coarse, self._helper.submit(slow_check)
+        def _start_cross_check(self, coarse: CoarseView) -> Any:
+            return self._helper.submit(slow_check)
 
     block = Volume(np.full((40, 60, 60), 40, np.int16), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
     segmenter = SlowCheck(bundle, torch.device("cpu"), check_during_inference=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,7 +21,7 @@ from monai.inferers.utils import sliding_window_inference
 from covidct_core.errors import PermanentError
 from covidct_core.volume_io import Volume
 from covidct_segment.classical import body_mask
-from covidct_segment.postprocess import clean_lung_mask
+from covidct_segment.postprocess import clean_lung_mask, grid_steps, repeat_to
 from covidct_segment.preprocess import (
     ModelGrid,
     Preprocessing,
@@ -78,11 +78,13 @@ class InferenceSettings:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """A lung mask on the input grid and on the model grid."""
+    """A lung mask on the input grid and on the model grid, and the coarse view (None when
+    neither the body restriction nor a cross-check asked for it)."""
 
     mask: npt.NDArray[np.uint8]
     grid: ModelGrid
     grid_mask: npt.NDArray[np.uint8]
+    coarse: CoarseView | None
     windows: int
     timings: dict[str, float]
 
@@ -135,10 +137,7 @@ class CoarseView:
 
     def body_on(self, shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
         """The body on the model grid of ``shape`` (each coarse voxel repeated back)."""
-        full = self.body.astype(np.uint8)
-        for axis, factor in enumerate(self.factors):
-            full = full.repeat(factor, axis=axis)
-        return np.ascontiguousarray(full[: shape[0], : shape[1], : shape[2]])
+        return repeat_to(self.body.astype(np.uint8), self.factors, shape)
 
 
 def coarse_view(
@@ -147,7 +146,7 @@ def coarse_view(
     """Block means of the model-grid HU ``hu`` (z, y, x) on a ~4 mm grid, plus the body
     (largest tissue component, holes filled per slice): lungs lie well inside the body, so
     its edge need not be exact."""
-    factors = coarse_factors(spacing_zyx)
+    factors = grid_steps(spacing_zyx, COARSE_GRID_MM)
     coarse = F.avg_pool3d(hu[None, None], factors, ceil_mode=True)[0, 0].numpy()
     spacing = (
         spacing_zyx[0] * factors[0],
@@ -155,11 +154,6 @@ def coarse_view(
         spacing_zyx[2] * factors[2],
     )
     return CoarseView(coarse, factors, spacing, body_mask(coarse, body_threshold_hu))
-
-
-def coarse_factors(spacing_zyx: tuple[float, float, float]) -> tuple[int, int, int]:
-    factors = tuple(max(1, round(COARSE_GRID_MM / s)) for s in spacing_zyx)
-    return factors[0], factors[1], factors[2]
 
 
 def coarse_mask(
@@ -247,22 +241,36 @@ def segment_volume(
     settings: InferenceSettings,
     device: torch.device,
     autocast: torch.dtype | None = None,
+    cross_check: Callable[[CoarseView], None] | None = None,
+    check_during_inference: bool = False,
 ) -> Segmentation:
-    """Segment the lungs of ``volume`` (int16 HU) with ``model``; mask on the input grid."""
+    """Segment the lungs of ``volume`` (int16 HU) with ``model``; mask on the input grid.
+
+    ``cross_check`` is handed the coarse view once it exists: before the windows with
+    ``check_during_inference``, else after them (the caller runs its check beside the rest)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     prepared = prepare(volume, settings, device)
     timings["preprocess_s"] = time.perf_counter() - started
 
+    def coarse_of(prepared: Prepared) -> CoarseView:
+        view = coarse_view(prepared.hu, prepared.grid.spacing_zyx, settings.body_threshold_hu)
+        if cross_check is not None:
+            cross_check(view)
+        return view
+
+    coarse = None
+    if cross_check is not None and check_during_inference:
+        coarse = coarse_of(prepared)
     started = time.perf_counter()
     raw, windows = infer_lungs(model, prepared.image, settings, device, autocast)
     timings["infer_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    coarse = None
-    if settings.restrict_to_body:
-        coarse = coarse_view(prepared.hu, prepared.grid.spacing_zyx, settings.body_threshold_hu)
-    grid_mask, mask = finish(raw, prepared, settings, coarse)
+    if coarse is None and (settings.restrict_to_body or cross_check is not None):
+        coarse = coarse_of(prepared)
+    body = coarse if settings.restrict_to_body else None
+    grid_mask, mask = finish(raw, prepared, settings, body)
     timings["postprocess_s"] = time.perf_counter() - started
     log.info(
         "lungs_segmented",
@@ -270,4 +278,4 @@ def segment_volume(
         grid=list(prepared.grid.shape),
         **{k: round(v, 3) for k, v in timings.items()},
     )
-    return Segmentation(mask, prepared.grid, grid_mask, windows, timings)
+    return Segmentation(mask, prepared.grid, grid_mask, coarse, windows, timings)

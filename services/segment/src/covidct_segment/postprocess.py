@@ -46,10 +46,15 @@ def clean_lung_mask(
     return out
 
 
+def grid_steps(spacing_zyx: tuple[float, float, float], grid_mm: float) -> tuple[int, int, int]:
+    """Whole-voxel strides (at least 1) that make a grid of about ``grid_mm`` from ``spacing``."""
+    steps = tuple(max(1, round(grid_mm / s)) for s in spacing_zyx)
+    return steps[0], steps[1], steps[2]
+
+
 def split_steps(spacing_zyx: tuple[float, float, float]) -> tuple[int, int, int]:
     """Voxel strides of the ~4 mm grid that :func:`split_joined` erodes on."""
-    steps = tuple(max(1, round(SPLIT_GRID_MM / s)) for s in spacing_zyx)
-    return steps[0], steps[1], steps[2]
+    return grid_steps(spacing_zyx, SPLIT_GRID_MM)
 
 
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
@@ -110,14 +115,15 @@ def _split_owner(
             continue
         seeds = np.where(labels == first, 1, 0) + np.where(labels == second, 2, 0)
         _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-        return _repeat_to(seeds[tuple(nearest)].astype(np.uint8), steps, lung.shape)
+        return repeat_to(seeds[tuple(nearest)].astype(np.uint8), steps, lung.shape)
     return None
 
 
-def _repeat_to(
+def repeat_to(
     coarse: npt.NDArray[np.uint8], steps: tuple[int, ...], shape: tuple[int, ...]
 ) -> npt.NDArray[np.uint8]:
-    """Nearest-neighbour upsampling of a strided subsample back to ``shape``."""
+    """Nearest-neighbour upsampling of a strided subsample (or block means) back to
+    ``shape``: each coarse voxel repeated ``steps`` times per axis, cut to ``shape``."""
     out = coarse
     for axis, (step, n) in enumerate(zip(steps, shape, strict=True)):
         out = np.repeat(out, step, axis=axis).take(np.arange(n), axis=axis)

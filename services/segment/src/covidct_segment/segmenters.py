@@ -25,12 +25,8 @@ from covidct_segment.bundle import LoadedBundle, load_bundle, resolve_device
 from covidct_segment.inference import (
     CoarseView,
     InferenceSettings,
-    Prepared,
     coarse_mask,
-    coarse_view,
-    finish,
-    infer_lungs,
-    prepare,
+    segment_volume,
 )
 
 log = structlog.get_logger()
@@ -110,57 +106,32 @@ class ModelSegmenter:
         self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-qa")
 
     def segment(self, volume: Volume) -> SegmentResult:
-        timings: dict[str, float] = {}
-        clock = time.perf_counter
-        started = clock()
-        prepared = prepare(volume, self.settings, self.device)
-        timings["preprocess_s"] = clock() - started
-
-        early = self.check_during_inference
-        coarse = qa = None
-        if early:
-            coarse, qa = self._start_cross_check(prepared)
-        started = clock()
-        raw, windows = infer_lungs(
-            self.bundle.model, prepared.image, self.settings, self.device, self.autocast
-        )
-        timings["infer_s"] = clock() - started
-
-        started = clock()
-        if not early:
-            coarse, qa = self._start_cross_check(prepared)
+        checks: list[Future[npt.NDArray[np.bool_] | None]] = []
         try:
-            body = coarse if self.settings.restrict_to_body else None
-            grid_mask, mask = finish(raw, prepared, self.settings, body)
+            output = segment_volume(
+                self.bundle.model,
+                volume,
+                self.settings,
+                self.device,
+                self.autocast,
+                cross_check=lambda coarse: checks.append(self._start_cross_check(coarse)),
+                check_during_inference=self.check_during_inference,
+            )
         finally:
-            if qa is not None:
-                wait([qa])  # the helper never runs on behind a failure
-        reference = qa.result() if qa is not None else None
-        timings["postprocess_s"] = clock() - started
-
-        started = clock()
+            wait(checks)  # the helper never runs on behind a failure
+        started = time.perf_counter()
+        reference = checks[0].result() if checks else None
         flags: list[str] = []
         score: float | None = None
-        if reference is None or coarse is None:
+        if reference is None or output.coarse is None:
             flags.append(NO_CLASSICAL_LUNG)
         else:
-            score = classical.dice(coarse_mask(grid_mask, coarse.factors), reference)
-        timings["qa_s"] = clock() - started
-        log.info(
-            "lungs_segmented",
-            windows=windows,
-            grid=list(prepared.grid.shape),
-            **{k: round(v, 3) for k, v in timings.items()},
-        )
-        return SegmentResult(mask, score, flags, timings, windows)
+            score = classical.dice(coarse_mask(output.grid_mask, output.coarse.factors), reference)
+        timings = {**output.timings, "qa_s": time.perf_counter() - started}
+        return SegmentResult(output.mask, score, flags, timings, output.windows)
 
-    def _start_cross_check(
-        self, prepared: Prepared
-    ) -> tuple[CoarseView, Future[npt.NDArray[np.bool_] | None]]:
-        coarse = coarse_view(
-            prepared.hu, prepared.grid.spacing_zyx, self.settings.body_threshold_hu
-        )
-        return coarse, self._helper.submit(classical_lungs, coarse)
+    def _start_cross_check(self, coarse: CoarseView) -> Future[npt.NDArray[np.bool_] | None]:
+        return self._helper.submit(classical_lungs, coarse)
 
 
 def classical_lungs(coarse: CoarseView) -> npt.NDArray[np.bool_] | None:
