@@ -31,7 +31,7 @@ from covidct_core.messages import (
 from covidct_core.metrics import create_metrics
 from covidct_core.stage import Outbound
 from covidct_core.storage import LocalStore
-from covidct_core.topology import all_queues, declare_topology, delayed_exchange
+from covidct_core.topology import declare_topology, delete_topology
 from covidct_core.worker import Worker, WorkerOptions
 
 DELAYS = (10.0,)
@@ -80,7 +80,7 @@ def run_ours(url: str, n: int, store: LocalStore) -> float:
     elapsed = time.perf_counter() - start
     worker.request_stop()
     thread.join(30)
-    cleanup(channel, exchange)
+    delete_topology(channel, exchange, DELAYS)
     connection.close()
     return n / elapsed
 
@@ -111,16 +111,9 @@ def run_raw(url: str, n: int) -> float:
         consumer.process_data_events(time_limit=0.5)
     elapsed = time.perf_counter() - start
     consumer.close()
-    cleanup(channel, exchange)
+    delete_topology(channel, exchange, DELAYS)
     connection.close()
     return n / elapsed
-
-
-def cleanup(channel: pika.adapters.blocking_connection.BlockingChannel, exchange: str) -> None:
-    for queue in all_queues(exchange, DELAYS):
-        channel.queue_delete(queue)
-    channel.exchange_delete(exchange)
-    channel.exchange_delete(delayed_exchange(exchange))
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from typing import Any
 from covidct_core.allocator import retain_freed_memory
 from covidct_core.broker import ConfirmedPublisher
 from covidct_core.s3 import S3Store, make_s3_client
-from covidct_core.topology import all_queues, declare_topology, delayed_exchange
+from covidct_core.topology import declare_topology, delete_topology
 
 RETRY_DELAYS = (10.0, 60.0, 300.0)
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,14 +163,6 @@ def clear_work(client: Any, bucket: str, keep_models: bool = True) -> None:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
-def remove_topology(channel: Any, exchange: str) -> None:
-    """Delete the queues and exchanges this run's workers declared."""
-    for queue in [*all_queues(exchange, RETRY_DELAYS), f"{exchange}.ingest.minio"]:
-        channel.queue_delete(queue)
-    channel.exchange_delete(exchange)
-    channel.exchange_delete(delayed_exchange(exchange))
-
-
 def main() -> None:
     import pika
 
@@ -226,7 +218,7 @@ def main() -> None:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(60)
-        remove_topology(channel, exchange)
+        delete_topology(channel, exchange, RETRY_DELAYS)
         connection.close()
         publisher.close()
         for bucket in (work, inbox):

@@ -66,7 +66,7 @@ def exchange(amqp_url: str) -> Iterator[str]:
     """A fresh exchange name (and so a fresh set of queues); deleted afterwards."""
     import pika
 
-    from covidct_core.topology import all_queues, delayed_exchange
+    from covidct_core.topology import delete_topology
     from tests.helpers import WORKER_RETRY_DELAYS
 
     name = f"t-{uuid.uuid4().hex[:10]}"
@@ -74,11 +74,7 @@ def exchange(amqp_url: str) -> Iterator[str]:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
     for delays in ((0.2, 0.4), (10.0, 60.0, 300.0), (0.5,), WORKER_RETRY_DELAYS):
-        for queue in all_queues(name, delays):
-            channel.queue_delete(queue)
-    channel.queue_delete(f"{name}.ingest.minio")  # declared by ingest workers
-    channel.exchange_delete(name)
-    channel.exchange_delete(delayed_exchange(name))
+        delete_topology(channel, name, delays)
     connection.close()
 
 

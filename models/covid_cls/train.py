@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,20 @@ def read_clipped_series(folder: Path) -> Volume:
     """The series in HU clipped to [-1024, 3071] (the committed weights were trained so)."""
     volume = read_reference_series(folder)
     return dataclasses.replace(volume, array=np.clip(volume.array, -1024, 3071).astype(np.int16))
+
+
+def load_cases(
+    series: Sequence[str], phantom_seeds: Sequence[int]
+) -> list[tuple[str, Volume, np.ndarray]]:
+    """(name, volume, lung mask) of real series (classical masks) and phantoms, in order."""
+    cases = []
+    for relative in series:
+        volume = read_clipped_series(samples_dir() / relative)
+        cases.append((Path(relative).name, volume, classical_mask(volume)))
+    for seed in phantom_seeds:
+        volume, mask = phantom_lungs(seed)
+        cases.append((f"phantom-{seed}", volume, mask))
+    return cases
 
 
 def classical_mask(volume: Volume) -> np.ndarray:
@@ -290,25 +305,12 @@ def main() -> None:
         ),
         Phase(config, args.full_steps, args.full_batch, 3e-4, 0.01),
     ]
-    sources: list[tuple[str, Volume, np.ndarray]] = []
-    root = samples_dir()
-    for relative in TRAIN_SERIES:
-        volume = read_clipped_series(root / relative)
-        sources.append((Path(relative).name, volume, classical_mask(volume)))
-    for seed in TRAIN_PHANTOM_SEEDS:
-        volume, mask = phantom_lungs(seed)
-        sources.append((f"phantom-{seed}", volume, mask))
+    sources = load_cases(TRAIN_SERIES, TRAIN_PHANTOM_SEEDS)
     bases = {
         phase_key(phase): [make_base(n, v, m, phase.config) for n, v, m in sources]
         for phase in phases
     }
-    held_cases = []
-    for relative in HELD_OUT_SERIES:
-        volume = read_clipped_series(root / relative)
-        held_cases.append((Path(relative).name, volume, classical_mask(volume)))
-    for seed in HELD_OUT_PHANTOM_SEEDS:
-        volume, mask = phantom_lungs(seed)
-        held_cases.append((f"phantom-{seed}", volume, mask))
+    held_cases = load_cases(HELD_OUT_SERIES, HELD_OUT_PHANTOM_SEEDS)
     log(event="data_ready", bases=len(sources), held_out=len(held_cases))
 
     net = train(bases, phases, args.seed, config.in_channels, log)

@@ -17,6 +17,7 @@ from covidct_core.messages import SERIES_READY, validate_message
 from covidct_core.metrics import create_metrics
 from covidct_core.s3 import S3Store
 from covidct_core.storage import ObjectStore
+from covidct_core.topology import minio_events_queue
 from covidct_core.volume_io import read_mha_bytes
 from covidct_core.worker import Worker, WorkerOptions
 from covidct_ingest.stage import IngestStage
@@ -47,7 +48,7 @@ def start_worker(
     extra: dict[str, Any] = {}
     setup = None
     if minio_exchange:
-        queue = f"{exchange}.ingest.minio"
+        queue = minio_events_queue(exchange)
 
         def setup(channel: Any) -> None:
             channel.exchange_declare(minio_exchange, "fanout", durable=True)
@@ -178,7 +179,7 @@ def test_minio_notifications_trigger_assembly(
     finally:
         connection.close()
         channel_cleanup = channel_for(amqp_url)
-        channel_cleanup[1].queue_delete(f"{exchange}.ingest.minio")
+        channel_cleanup[1].queue_delete(minio_events_queue(exchange))
         channel_cleanup[1].exchange_delete(minio_exchange)
         channel_cleanup[0].close()
         stop_worker(worker, thread)

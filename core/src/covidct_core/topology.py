@@ -68,6 +68,20 @@ def all_queues(exchange: str, retry_delays: tuple[float, ...]) -> list[str]:
     return names
 
 
+def minio_events_queue(exchange: str) -> str:
+    """The queue an ingest worker binds to MinIO's bucket-notification exchange."""
+    return f"{exchange}.ingest.minio"
+
+
+def delete_topology(channel: Any, exchange: str, retry_delays: tuple[float, ...]) -> None:
+    """Delete every queue and exchange of ``exchange`` that the workers declare (for tests
+    and benchmarks, which run on their own exchange names)."""
+    for queue in [*all_queues(exchange, retry_delays), minio_events_queue(exchange)]:
+        channel.queue_delete(queue)
+    channel.exchange_delete(exchange)
+    channel.exchange_delete(delayed_exchange(exchange))
+
+
 def delayed_exchange(exchange: str) -> str:
     return f"{exchange}.delayed"
 

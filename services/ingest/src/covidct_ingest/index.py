@@ -124,11 +124,11 @@ def index_instance(
     series_key, _derived = series_key_of(header)
     inst_key = instance_key(header)
     entry = _new_entry(series_key, inst_key, header, source)
+    key = _entry_key(series_key, inst_key)
     # create first (one request for a new instance); conditional, so that when two replicas
     # index the same object at once one entry (and one series check) wins
-    if _create(work, _entry_key(series_key, inst_key), entry):
+    if _create(work, key, entry):
         return entry
-    key = _entry_key(series_key, inst_key)
     try:
         previous = IndexEntry.from_json(work.get_bytes(key))
     except ObjectNotFoundError:

@@ -13,6 +13,7 @@ from covidct_core.config import env_field, read_settings
 from covidct_core.entrypoint import BuiltStage, WorkerContext, exit_with, serve_stage
 from covidct_core.errors import ConfigError
 from covidct_core.s3 import MAX_POOL_CONNECTIONS, S3Store
+from covidct_core.topology import minio_events_queue
 from covidct_core.worker import Worker
 from covidct_ingest.config import load_config
 from covidct_ingest.stage import IngestStage
@@ -65,7 +66,7 @@ def build(context: WorkerContext) -> BuiltStage:
         io_threads=settings.io_threads,
     )
     exchange = context.settings.broker.exchange
-    minio_queue = f"{exchange}.ingest.minio"
+    minio_queue = minio_events_queue(exchange)
     built = BuiltStage(stage)
     if settings.trigger in ("amqp", "both"):
 
