@@ -91,12 +91,12 @@ def bare_conversion_seconds(folder: Path) -> float:
 
 def start_workers(env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
     processes = []
-    for offset, name in enumerate(("ingest", "segment", "classify")):
+    for name in ("ingest", "segment", "classify"):
         log = (logs / f"{name}.log").open("wb")
         processes.append(
             subprocess.Popen(
                 [str(BIN / f"covidct-{name}")],
-                env={**env, "COVIDCT_METRICS_PORT": str(19300 + offset)},
+                env={**env, "COVIDCT_METRICS_PORT": "0"},  # any free port
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -42,11 +41,12 @@ def services(
     connection.close()
     processes = {}
     logs = {}
-    for port, name in enumerate(("ingest", "segment", "classify"), start=19100):
+    for name in ("ingest", "segment", "classify"):
         logs[name] = (tmp_path / f"{name}.log").open("wb")
         processes[name] = subprocess.Popen(
             [str(BIN / f"covidct-{name}")],
-            env={**env, "COVIDCT_METRICS_PORT": str(port + os.getpid() % 500)},
+            # any free port: a fixed range collided with SeaweedFS's gRPC ports (19333, 19340)
+            env={**env, "COVIDCT_METRICS_PORT": "0"},
             stdout=logs[name],
             stderr=subprocess.STDOUT,
         )
