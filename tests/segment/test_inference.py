@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from covidct_core.volume_io import Volume
 from covidct_segment.bundle import LoadedBundle
 from covidct_segment.classical import dice
 from covidct_segment.inference import (
-    CoarseView,
     InferenceSettings,
     WindowPredictor,
     coarse_view,
@@ -111,21 +109,32 @@ def test_cross_check_gives_the_same_answer_beside_or_after_the_network(
 
 
 def test_a_failed_post_processing_waits_for_the_cross_check(bundle: LoadedBundle) -> None:
-    """NO_LUNG_FOUND from the post-processing propagates only once the helper's check has
-    finished: nothing keeps running behind a failed message."""
+    """NO_LUNG_FOUND from the post-processing propagates only once the helper's work (the
+    cross-check and the caller's side task after it) has finished: nothing keeps running
+    behind a failed message."""
     finished: list[bool] = []
 
-    def slow_check() -> None:
+    def slow_side_task() -> None:
         time.sleep(2.0)
         finished.append(True)
 
-    class SlowCheck(ModelSegmenter):
-        def _start_cross_check(self, coarse: CoarseView) -> Any:
-            return self._helper.submit(slow_check)
-
     block = Volume(np.full((40, 60, 60), 40, np.int16), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
-    segmenter = SlowCheck(bundle, torch.device("cpu"), check_during_inference=True)
+    segmenter = ModelSegmenter(bundle, torch.device("cpu"), check_during_inference=True)
     with pytest.raises(PermanentError) as info:
-        segmenter.segment(block)
+        segmenter.segment(block, slow_side_task)
     assert info.value.code == "NO_LUNG_FOUND"
     assert finished == [True]
+
+
+def test_the_side_task_runs_once_also_without_the_helper(
+    bundle: LoadedBundle, phantom: Phantom
+) -> None:
+    """A volume rejected before the helper starts (too small) still runs the side task."""
+    calls: list[int] = []
+    tiny = Volume(np.full((4, 60, 60), 40, np.int16), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
+    segmenter = ModelSegmenter(bundle, torch.device("cpu"))
+    with pytest.raises(PermanentError) as info:
+        segmenter.segment(tiny, lambda: calls.append(1))
+    assert info.value.code == "VOLUME_TOO_SMALL" and calls == [1]
+    result = segmenter.segment(phantom.volume, lambda: calls.append(2))
+    assert result.mask.any() and calls == [1, 2]

@@ -67,6 +67,28 @@ def test_model_grid_and_exact_restore() -> None:
     assert overlap > 0.95
 
 
+@pytest.mark.parametrize("direction", [FLIP_X_Z, SWAP_XY, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)])
+def test_restore_equals_full_nearest_interpolation(direction: tuple[float, ...]) -> None:
+    """Restoring only the mask's bounding box gives what nearest-exact interpolation of the
+    whole grid gives, in every orientation (upsampling and downsampling axes)."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(7)
+    volume = _volume(direction, shape=(41, 37, 90))
+    grid = model_grid(volume, Preprocessing())
+    for box in [(slice(2, 9), slice(3, 11), slice(1, 12)), (slice(None),) * 3, None]:
+        mask = np.zeros(grid.shape, np.uint8)
+        if box is not None:
+            mask[box] = rng.random(mask[box].shape) < 0.6
+        tensor = torch.from_numpy(mask)[None, None]
+        full = F.interpolate(tensor, size=grid.canonical_shape, mode="nearest-exact")[0, 0]
+        expected = from_canonical(full.numpy(), grid.orientation)
+        restored = restore_mask(mask, grid)
+        assert restored.flags.c_contiguous and restored.shape == volume.array.shape
+        assert np.array_equal(restored, expected)
+
+
 def test_window_maps_hu_to_unit_range() -> None:
     import torch
 

@@ -22,7 +22,12 @@ from covidct_core.stage import run_stage
 from covidct_core.storage import LocalStore
 from covidct_core.volume_io import Volume, read_mha_bytes, to_mha_bytes
 from covidct_segment import classical
-from covidct_segment.segmenters import ClassicalSegmenter, ModelSegmenter, SegmentResult
+from covidct_segment.segmenters import (
+    ClassicalSegmenter,
+    ModelSegmenter,
+    SegmentResult,
+    SideTask,
+)
 from covidct_segment.stage import DISAGREEMENT_FLAG, SegmentStage, mask_key
 from tests.segment.conftest import Phantom
 
@@ -52,7 +57,9 @@ class FixedSegmenter:
         self.score = score
         self.model_ref = ModelRef("fixed", "1", "f" * 64)
 
-    def segment(self, volume: Volume) -> SegmentResult:
+    def segment(self, volume: Volume, beside: SideTask | None = None) -> SegmentResult:
+        if beside is not None:
+            beside()
         return SegmentResult(self.mask.astype(np.uint8), self.score, [], {"infer_s": 0.1})
 
 
@@ -98,6 +105,75 @@ def test_checksum_mismatch_is_permanent(tmp_path: Path, phantom: Phantom) -> Non
     with pytest.raises(PermanentError) as info:
         SegmentStage(store, ClassicalSegmenter()).handle(message)
     assert info.value.code == "CHECKSUM_MISMATCH"
+
+
+class CorruptingStore(LocalStore):
+    """Returns damaged bytes for the first ``bad_reads`` reads of the volume."""
+
+    def __init__(self, root: Path, bad_reads: int, damage: str = "flip") -> None:
+        super().__init__(root, bucket="work")
+        self.bad_reads = bad_reads
+        self.damage = damage
+        self.volume_reads = 0
+
+    def get_bytes(self, key: str) -> bytes:
+        data = super().get_bytes(key)
+        if not key.endswith("image.mha"):
+            return data
+        self.volume_reads += 1
+        if self.volume_reads > self.bad_reads:
+            return data
+        if self.damage == "truncate":
+            return data[: len(data) // 2]  # unreadable: parsing fails
+        damaged = bytearray(data)
+        damaged[-100] ^= 0xFF  # one voxel changed: parses, segments, fails the sha256
+        return bytes(damaged)
+
+
+class RecordingSegmenter(FixedSegmenter):
+    def __init__(self, mask: np.ndarray) -> None:
+        super().__init__(mask, 0.97)
+        self.seen: list[Volume] = []
+
+    def segment(self, volume: Volume, beside: SideTask | None = None) -> SegmentResult:
+        self.seen.append(volume)
+        return super().segment(volume, beside)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_read_is_redone_from_verified_bytes(
+    tmp_path: Path, phantom: Phantom, damage: str
+) -> None:
+    """The sha256 is checked beside the segmentation: a result from damaged bytes (or an
+    error they cause) is discarded, the volume read again and segmented again."""
+    store = CorruptingStore(tmp_path, bad_reads=1, damage=damage)
+    message = put_series(store, phantom.volume)
+    segmenter = RecordingSegmenter(phantom.lung)
+    [out] = SegmentStage(store, segmenter).handle(message)
+    assert store.volume_reads == 2
+    assert np.array_equal(segmenter.seen[-1].array, phantom.volume.array)
+    assert len(segmenter.seen) == (2 if damage == "flip" else 1)
+    assert out.message["lung_volume_ml"] > 0
+
+
+def test_damaged_twice_is_permanent(tmp_path: Path, phantom: Phantom) -> None:
+    store = CorruptingStore(tmp_path, bad_reads=2)
+    message = put_series(store, phantom.volume)
+    with pytest.raises(PermanentError) as info:
+        SegmentStage(store, RecordingSegmenter(phantom.lung)).handle(message)
+    assert info.value.code == "CHECKSUM_MISMATCH" and store.volume_reads == 2
+
+
+def test_an_error_of_an_intact_volume_is_raised_as_is(tmp_path: Path, phantom: Phantom) -> None:
+    class Failing(FixedSegmenter):
+        def segment(self, volume: Volume, beside: SideTask | None = None) -> SegmentResult:
+            raise PermanentError("NO_LUNG_FOUND", "the model found no lung in the volume")
+
+    store = CorruptingStore(tmp_path, bad_reads=0)
+    message = put_series(store, phantom.volume)
+    with pytest.raises(PermanentError) as info:
+        SegmentStage(store, Failing(phantom.lung, None)).handle(message)
+    assert info.value.code == "NO_LUNG_FOUND" and store.volume_reads == 1
 
 
 def test_low_dice_raises_qa_flag(tmp_path: Path, phantom: Phantom) -> None:

@@ -8,7 +8,9 @@ model grid back onto exactly the input grid (nearest neighbour).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from covidct_core.volume_io import Volume
+from covidct_segment.postprocess import bounding_box
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,25 @@ def model_grid(volume: Volume, prep: Preprocessing) -> ModelGrid:
 
 def resample_hu(volume: Volume, grid: ModelGrid) -> torch.Tensor:
     """Canonical HU on the model grid as a float32 tensor of shape (1, 1, z, y, x)."""
-    canonical = to_canonical(volume.array, grid.orientation)
-    tensor = torch.from_numpy(np.ascontiguousarray(canonical, dtype=np.float32))[None, None]
+    source = shared_tensor(volume.array).to(torch.float32)  # converted on torch's threads
+    orientation = grid.orientation
+    canonical = source.permute(orientation.axes)
+    flip_axes = [axis for axis, flipped in enumerate(orientation.flips) if flipped]
+    if flip_axes:
+        canonical = torch.flip(canonical, flip_axes)
+    tensor = canonical.contiguous()[None, None]
     if tuple(tensor.shape[2:]) == grid.shape:
         return tensor
     return F.interpolate(tensor, size=grid.shape, mode="trilinear", align_corners=False)
+
+
+def shared_tensor(array: npt.NDArray[Any]) -> torch.Tensor:
+    """A tensor on ``array``'s memory (native byte order, C order; copied only if it is not),
+    for reading: torch warns that read-only arrays (volumes parsed in place) stay read-only."""
+    native = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(native)
 
 
 def window(hu: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
@@ -128,10 +145,33 @@ def resample_mask_to_grid(mask: npt.NDArray[np.generic], grid: ModelGrid) -> npt
     return (resized[0, 0] >= 0.5).numpy().astype(np.uint8)
 
 
+def nearest_sources(source: int, target: int) -> npt.NDArray[np.intp]:
+    """For each of ``target`` points along an axis, the source index that torch's
+    ``nearest-exact`` interpolation from ``source`` points takes (computed by torch itself)."""
+    index = torch.arange(source, dtype=torch.float64)[None, None]
+    picked = F.interpolate(index, size=target, mode="nearest-exact")[0, 0]
+    return picked.numpy().astype(np.intp)
+
+
 def restore_mask(mask: npt.NDArray[np.uint8], grid: ModelGrid) -> npt.NDArray[np.uint8]:
-    """A mask on the model grid -> exactly the input grid (nearest neighbour)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None]
-    if tuple(tensor.shape[2:]) != grid.canonical_shape:
-        tensor = F.interpolate(tensor, size=grid.canonical_shape, mode="nearest-exact")
-    canonical = tensor[0, 0].numpy()
-    return np.ascontiguousarray(from_canonical(canonical, grid.orientation), dtype=np.uint8)
+    """A mask on the model grid -> exactly the input grid (nearest neighbour, as
+    ``F.interpolate(..., mode="nearest-exact")`` would give), computed only over the mask's
+    bounding box and written through a canonical view of the zeroed output."""
+    shape = [0, 0, 0]
+    for canonical_axis, input_axis in enumerate(grid.orientation.axes):
+        shape[input_axis] = grid.canonical_shape[canonical_axis]
+    out = np.zeros(shape, dtype=np.uint8)
+    box = bounding_box(np.asarray(mask) > 0)
+    if box is None:
+        return out
+    crop: npt.NDArray[np.uint8] = np.asarray(mask)
+    targets = []
+    for axis, part in enumerate(box):
+        start, stop = int(part.start), int(part.stop)
+        sources = nearest_sources(grid.shape[axis], grid.canonical_shape[axis])
+        inside = np.flatnonzero((sources >= start) & (sources < stop))
+        low, high = int(inside[0]), int(inside[-1]) + 1
+        crop = crop.take(sources[low:high], axis=axis)
+        targets.append(slice(low, high))
+    to_canonical(out, grid.orientation)[tuple(targets)] = crop
+    return out

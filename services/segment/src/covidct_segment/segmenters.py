@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,10 +48,16 @@ class SegmentResult:
     windows: int = 0
 
 
+# work a caller wants done beside the segmentation (the stage checks the volume's sha256)
+SideTask = Callable[[], None]
+
+
 class Segmenter(Protocol):
     model_ref: ModelRef
 
-    def segment(self, volume: Volume) -> SegmentResult: ...
+    def segment(self, volume: Volume, beside: SideTask | None = None) -> SegmentResult:
+        """The lung mask of ``volume``; ``beside`` has run when this returns or raises."""
+        ...
 
 
 def package_version() -> str:
@@ -73,9 +80,13 @@ class ClassicalSegmenter:
         self.params = params or classical.ClassicalParams()
         self.model_ref = classical_model_ref()
 
-    def segment(self, volume: Volume) -> SegmentResult:
+    def segment(self, volume: Volume, beside: SideTask | None = None) -> SegmentResult:
         started = time.perf_counter()
-        result = classical.segment_lungs_classical(volume, self.params)
+        try:
+            result = classical.segment_lungs_classical(volume, self.params)
+        finally:
+            if beside is not None:
+                beside()
         return SegmentResult(result.mask, None, [], {"classical_s": time.perf_counter() - started})
 
 
@@ -84,7 +95,8 @@ class ModelSegmenter:
 
     The cross-check runs on a helper thread (scipy releases the GIL): on the CPU beside the
     post-processing, after the windows (both cores are busy with the network until then);
-    on an accelerator beside the network, from the start."""
+    on an accelerator beside the network, from the start. The caller's side task runs on
+    the same helper after the cross-check (on the CPU that balances the two threads)."""
 
     def __init__(
         self,
@@ -105,8 +117,15 @@ class ModelSegmenter:
         )
         self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-qa")
 
-    def segment(self, volume: Volume) -> SegmentResult:
+    def segment(self, volume: Volume, beside: SideTask | None = None) -> SegmentResult:
         checks: list[Future[npt.NDArray[np.bool_] | None]] = []
+        side: list[Future[None]] = []
+
+        def start_helper(coarse: CoarseView) -> None:
+            checks.append(self._helper.submit(classical_lungs, coarse))
+            if beside is not None:
+                side.append(self._helper.submit(beside))
+
         try:
             output = segment_volume(
                 self.bundle.model,
@@ -114,11 +133,16 @@ class ModelSegmenter:
                 self.settings,
                 self.device,
                 self.autocast,
-                cross_check=lambda coarse: checks.append(self._start_cross_check(coarse)),
+                cross_check=start_helper,
                 check_during_inference=self.check_during_inference,
             )
         finally:
-            wait(checks)  # the helper never runs on behind a failure
+            helper_work: list[Future[Any]] = [*checks, *side]
+            wait(helper_work)  # the helper never runs on behind a failure
+            if beside is not None and not side:
+                beside()  # the segmentation stopped before the helper started
+        for task in side:
+            task.result()
         started = time.perf_counter()
         reference = checks[0].result() if checks else None
         flags: list[str] = []
@@ -129,9 +153,6 @@ class ModelSegmenter:
             score = classical.dice(coarse_mask(output.grid_mask, output.coarse.factors), reference)
         timings = {**output.timings, "qa_s": time.perf_counter() - started}
         return SegmentResult(output.mask, score, flags, timings, output.windows)
-
-    def _start_cross_check(self, coarse: CoarseView) -> Future[npt.NDArray[np.bool_] | None]:
-        return self._helper.submit(classical_lungs, coarse)
 
 
 def classical_lungs(coarse: CoarseView) -> npt.NDArray[np.bool_] | None:

@@ -26,7 +26,7 @@ from covidct_core.messages import (
 from covidct_core.stage import Outbound, completion_record_key
 from covidct_core.storage import ObjectStore, sha256_bytes
 from covidct_core.volume_io import Volume, read_mha_bytes, to_mha_bytes
-from covidct_segment.segmenters import Segmenter
+from covidct_segment.segmenters import Segmenter, SegmentResult
 
 log = structlog.get_logger()
 
@@ -43,6 +43,11 @@ MASK_COMPRESS_LEVEL = 1
 
 def mask_key(job_id: str, model_tag: str) -> str:
     return f"masks/{job_id}/{model_tag}/lung.mha"
+
+
+def matches(data: bytes, ref: ObjectRef) -> bool:
+    """Whether ``data`` has the size and sha256 that ``ref`` names."""
+    return len(data) == ref.size and sha256_bytes(data) == ref.sha256
 
 
 class SegmentStage:
@@ -70,11 +75,7 @@ class SegmentStage:
         validate_message(message, SERIES_READY)
         started = self.clock()
         ref = ObjectRef.from_dict(message["volume"])
-        data = self._read_verified(ref)
-        volume = read_mha_bytes(data)
-        read_s = self.clock() - started
-
-        result = self.segmenter.segment(volume)
+        volume, result, read_s = self._segment_verified(ref)
         if not result.mask.any():
             raise PermanentError("NO_LUNG_FOUND", "the segmentation is empty", [ref.key])
 
@@ -110,22 +111,39 @@ class SegmentStage:
         )
         return [Outbound(NEXT_ROUTING_KEY, mask_ready(message, mask_ref, model, summary, timings))]
 
-    def _read_verified(self, ref: ObjectRef) -> bytes:
-        """Read the volume; a size or sha256 mismatch after one re-read is permanent."""
+    def _segment_verified(self, ref: ObjectRef) -> tuple[Volume, SegmentResult, float]:
+        """Read and segment the volume while the segmenter checks its sha256 beside the
+        post-processing (hashlib releases the GIL); nothing computed from bytes that fail the
+        check is used. On a mismatch the volume is read again, checked first, and segmented
+        again; a second mismatch is permanent. Returns (volume, result, read seconds)."""
         if ref.bucket != self.store.bucket:
             raise PermanentError(
                 "INVALID_MESSAGE", f"volume is in bucket {ref.bucket!r}, not {self.store.bucket!r}"
             )
-        for attempt in range(2):
-            data = self.store.get_bytes(ref.key)
-            if len(data) == ref.size and sha256_bytes(data) == ref.sha256:
-                return data
-            log.warning("volume_checksum_mismatch", key=ref.key, attempt=attempt, size=len(data))
-        raise PermanentError(
-            "CHECKSUM_MISMATCH",
-            f"{ref.key} does not match the size/sha256 in the message",
-            [ref.key],
-        )
+        started = self.clock()
+        data = self.store.get_bytes(ref.key)
+        read_s = self.clock() - started
+        verdicts: list[bool] = []
+        try:
+            volume = read_mha_bytes(data)
+            result = self.segmenter.segment(volume, lambda: verdicts.append(matches(data, ref)))
+        except Exception:
+            if verdicts[0] if verdicts else matches(data, ref):
+                raise  # an error of the intact volume itself
+        else:
+            if verdicts[0] if verdicts else matches(data, ref):
+                return volume, result, read_s
+        log.warning("volume_checksum_mismatch", key=ref.key, attempt=0, size=len(data))
+        data = self.store.get_bytes(ref.key)
+        if not matches(data, ref):
+            log.warning("volume_checksum_mismatch", key=ref.key, attempt=1, size=len(data))
+            raise PermanentError(
+                "CHECKSUM_MISMATCH",
+                f"{ref.key} does not match the size/sha256 in the message",
+                [ref.key],
+            )
+        volume = read_mha_bytes(data)
+        return volume, self.segmenter.segment(volume), read_s
 
     def _qa_flags(self, score: float | None, lung_ml: float, extra: list[str]) -> list[str]:
         flags = list(extra)
