@@ -127,18 +127,14 @@ def run_once(
     from covidct.submit import submit
 
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
-    keys_before = time.perf_counter()
     manifest = submit(folder, store, lambda *_: None, prefix, progress=False)
     start = time.perf_counter()
     publisher.publish("ingest.manifest", manifest)
     timeline: list[str] = []
-    while True:
-        method, _props, body = channel.basic_get(tap, auto_ack=True)
+    # blocking consume (not a basic_get loop, which would take CPU from the workers)
+    for method, _props, body in channel.consume(tap, auto_ack=True, inactivity_timeout=600):
         if method is None:
-            if time.perf_counter() - keys_before > 600:
-                raise TimeoutError("no result within 10 minutes")
-            time.sleep(0.002)
-            continue
+            raise TimeoutError("no message within 10 minutes")
         elapsed = time.perf_counter() - start
         timeline.append(f"{method.routing_key} {1000 * elapsed:.0f}")
         if method.routing_key != "result.ready":
@@ -148,7 +144,9 @@ def run_once(
         print(f"round: end-to-end {elapsed:.2f}s, compute inside the workers {compute:.2f}s")
         print(f"  published at (ms): {', '.join(timeline)}")
         print(f"  timings: { {k: round(float(v), 3) for k, v in sorted(timings.items())} }")
+        channel.cancel()
         return elapsed, compute
+    raise TimeoutError("the tap queue was closed")
 
 
 def clear_work(client: Any, bucket: str, keep_models: bool = True) -> None:
