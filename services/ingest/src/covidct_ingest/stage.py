@@ -3,7 +3,9 @@
 Messages it accepts:
 - object-event (MinIO notification, bucket poller): index each object's header, then
   schedule a delayed series check (the quiet period) for every series touched;
-- manifest (``covidct submit``): index every listed object, check at once (no quiet wait);
+- manifest (``covidct submit``): when it lists the instances of one series, assemble them
+  at once in this handler, each object read once (no index, no quiet wait, no series
+  check); otherwise index every listed object and check at once (no quiet wait);
 - series-check: if no newer instance arrived since it was scheduled, assemble the series,
   write ``volumes/<job_id>/image.mha`` and ``series.json`` and publish series-ready.
 
@@ -47,9 +49,9 @@ from covidct_ingest import codes
 from covidct_ingest.archive import is_zip_bytes, iter_zip_members
 from covidct_ingest.claims import ClaimHeartbeat, claim_job, release_claim
 from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
-from covidct_ingest.convert import ConversionResult, convert_series
+from covidct_ingest.convert import ConversionResult, convert_series, read_instance_header
 from covidct_ingest.grouping import compute_job_id, series_key_of
-from covidct_ingest.headers import parse_header
+from covidct_ingest.headers import InstanceHeader, parse_header
 from covidct_ingest.index import (
     IndexEntry,
     SourceObject,
@@ -83,6 +85,8 @@ class IngestStage:
     claim_lease: float = 60.0
     # object reads and index writes overlap on this many threads
     io_threads: int = 16
+    # a manifest of one series up to this size is assembled directly (read whole, in memory)
+    direct_max_bytes: int = 256 * 1024 * 1024
 
     name: str = "ingest"
     accepts: tuple[str, ...] = (OBJECT_EVENT, MANIFEST, SERIES_CHECK)
@@ -104,6 +108,10 @@ class IngestStage:
         if message["schema"] == SERIES_CHECK:
             return self._check_series(message)
         forced = message["schema"] == MANIFEST
+        if forced:
+            direct = self._assemble_listed(message)
+            if direct is not None:
+                return direct
         return self._index_objects(
             self._objects_of(message), message.get("correlation_id") or new_message_id(), forced
         )
@@ -208,6 +216,48 @@ class IngestStage:
         log.warning("object_unusable", stage="ingest", code=error.code, key=source.key)
 
     # -- assembly --------------------------------------------------------------------------
+    def _assemble_listed(self, message: Message) -> list[Outbound] | None:
+        """The whole job of a manifest that lists the instances of one series (what
+        ``covidct submit`` of a series folder sends), in this handler: each object is read
+        once, whole, and the series assembled from those bytes, with no index entries, no
+        series-check hop and no second read. Objects that are not DICOM are recorded as
+        unusable and left out, as indexing would. None when the manifest needs the general
+        path: archives, several series, an instance without SOPInstanceUID or listed twice,
+        or more than ``direct_max_bytes`` in all."""
+        objects = self._objects_of(message)
+        if not objects or sum(o.size for o in objects) > self.direct_max_bytes:
+            return None
+        payloads = self.pool.map(self._download, objects)
+        instances: list[tuple[str, bytes]] = []
+        headers: list[InstanceHeader] = []
+        for source, data in zip(objects, payloads, strict=True):
+            if is_zip_bytes(data):
+                return None
+            try:
+                header = read_instance_header(data)
+            except PermanentError as e:
+                if e.code == codes.DICOMDIR:
+                    log.info("dicomdir_ignored", stage="ingest", key=source.key)
+                else:
+                    self._record_unusable(source, e)
+                continue
+            instances.append((source.key, data))
+            headers.append(header)
+        series = {series_key_of(header)[0] for header in headers}
+        uids = [header.sop_instance_uid for header in headers]
+        if len(series) != 1 or not all(uids) or len(set(uids)) != len(uids):
+            return None
+        job_id = compute_job_id(series.pop(), uids)
+        return self._run_job(
+            job_id,
+            message,
+            headers,
+            lambda: instances,
+            first_seen_at=str(message.get("created_at") or utc_now_iso()),
+            headers_of_fetched=True,
+            when_claimed=list,  # its owner publishes (or its redelivery will)
+        )
+
     def _check_series(self, message: Message) -> list[Outbound]:
         series_key = message["series_key"]
         entries = read_series_index(self.work, series_key, self.pool)
@@ -218,6 +268,29 @@ class IngestStage:
             log.info("series_check_superseded", stage="ingest", series_key=series_key)
             return []
         job_id = compute_job_id(series_key, [e.instance_key for e in entries])
+        return self._run_job(
+            job_id,
+            message,
+            [e.header for e in entries],
+            lambda: self._fetch([e.source for e in entries]),
+            first_seen_at=min(e.indexed_at for e in entries),
+            # parse the bytes downloaded: the index may describe an older version
+            headers_of_fetched=False,
+            when_claimed=lambda: [self._deferred_check(message)],
+        )
+
+    def _run_job(
+        self,
+        job_id: str,
+        message: Message,
+        headers: list[InstanceHeader],
+        fetch: Callable[[], list[tuple[str, bytes]]],
+        first_seen_at: str,
+        headers_of_fetched: bool,
+        when_claimed: Callable[[], list[Outbound]],
+    ) -> list[Outbound]:
+        """Assemble job ``job_id`` once: a finished job re-publishes its record (a deferred
+        check publishes nothing), a job claimed by another replica gives ``when_claimed()``."""
         done_key = completion_record_key("ingest", "series", job_id)
         previous = read_record(self.work, done_key)
         deferred = int(message.get("attempt", 0)) > 0
@@ -227,10 +300,12 @@ class IngestStage:
         claim = claim_job(self.work, job_id, message["message_id"], self.claim_lease)
         if claim is None:
             log.info("series_claimed_elsewhere", stage="ingest", job_id=job_id)
-            return [self._deferred_check(message)]
+            return when_claimed()
         try:
             with ClaimHeartbeat(self.work, claim, message["message_id"], self.claim_lease / 4):
-                outbound = self._assemble(entries, job_id, message)
+                outbound = self._assemble(
+                    headers, fetch, headers_of_fetched, job_id, message, first_seen_at
+                )
                 write_record(self.work, done_key, outbound)
         except Exception:
             release_claim(self.work, claim)  # its retry must not wait for the lease
@@ -247,34 +322,48 @@ class IngestStage:
             delay_seconds=max(self.quiet_period, MIN_RECHECK_SECONDS),
         )
 
-    def _assemble(self, entries: list[IndexEntry], job_id: str, message: Message) -> list[Outbound]:
+    def _fetch(self, sources: list[SourceObject]) -> list[tuple[str, bytes]]:
+        """(key, bytes) of each object, read on the pool's threads."""
+        payloads = self.pool.map(self._download, sources)
+        return [(source.key, data) for source, data in zip(sources, payloads, strict=True)]
+
+    def _download(self, source: SourceObject) -> bytes:
+        try:
+            return self.store_for_bucket(source.bucket).get_bytes(source.key)
+        except CovidCtError as e:
+            log.warning("instance_unreadable", stage="ingest", key=source.key, error=str(e))
+            raise
+
+    def _assemble(
+        self,
+        headers: list[InstanceHeader],
+        fetch: Callable[[], list[tuple[str, bytes]]],
+        headers_of_fetched: bool,
+        job_id: str,
+        message: Message,
+        first_seen_at: str,
+    ) -> list[Outbound]:
         started = self.timer()
-        headers = [e.header for e in entries]
         skip = select_series(headers, self.config.selection)
-        first = entries[0].header
+        first = headers[0]
         bound = log.bind(stage="ingest", job_id=job_id, series_uid=first.series_instance_uid)
         if skip is not None:
             record = {"code": skip.code, "reason": skip.reason, "at": utc_now_iso()}
             self.work.put_bytes(f"skipped/{job_id}.json", json.dumps(record).encode())
             bound.info("series_skipped", code=skip.code, reason=skip.reason)
             return []
-
-        def download(entry: IndexEntry) -> tuple[str, bytes]:
-            try:
-                store = self.store_for_bucket(entry.source.bucket)
-                return entry.source.key, store.get_bytes(entry.source.key)
-            except CovidCtError as e:
-                bound.warning("instance_unreadable", key=entry.source.key, error=str(e))
-                raise
-
-        instances = self.pool.map(download, entries)
-        # headers=None: parse the bytes just downloaded (the index may describe an older version)
-        result = convert_series(instances, self.config, check_selection=False)
+        instances = fetch()
+        result = convert_series(
+            instances,
+            self.config,
+            headers=headers if headers_of_fetched else None,
+            check_selection=False,
+        )
         ready = write_volume(
             self.work,
             result,
             correlation_id=message.get("correlation_id") or new_message_id(),
-            first_seen_at=min(e.indexed_at for e in entries),
+            first_seen_at=first_seen_at,
             seconds=self.timer() - started,
         )
         bound.info("series_ready", slices=int(result.volume.array.shape[0]))
