@@ -65,3 +65,27 @@ def test_multipart_upload_above_the_part_size(
     target = tmp_path / "back.bin"
     store.download_file("big/volume.mha", target)
     assert sha256_file(target) == sha256_file(source)
+
+
+def test_uploads_are_unsigned_but_checksummed(s3_client: Any, s3_bucket: str) -> None:
+    """Bodies go as UNSIGNED-PAYLOAD (no second SHA-256 of every volume), with a CRC32 the
+    server checks: a body that does not match its checksum is refused."""
+    from botocore.exceptions import ClientError
+
+    sent: dict[str, Any] = {}
+
+    def record(request: Any, **_: Any) -> None:
+        sent.update(request.headers)
+
+    s3_client.meta.events.register("before-send.s3.PutObject", record)
+    try:
+        s3_client.put_object(Bucket=s3_bucket, Key="crc/ok", Body=b"voxels" * 1000)
+    finally:
+        s3_client.meta.events.unregister("before-send.s3.PutObject", record)
+    assert sent["X-Amz-Content-SHA256"] == b"UNSIGNED-PAYLOAD"
+    assert "x-amz-checksum-crc32" in sent
+    with pytest.raises(ClientError):
+        s3_client.put_object(
+            Bucket=s3_bucket, Key="crc/bad", Body=b"voxels" * 1000, ChecksumCRC32="AAAAAA=="
+        )
+    assert S3Store(s3_client, s3_bucket).head("crc/bad") is None

@@ -33,7 +33,12 @@ MAX_POOL_CONNECTIONS = 32
 
 def make_s3_client(endpoint: str, access_key: str, secret_key: str, region: str) -> Any:
     """A boto3 S3 client with path-style addressing, standard retries with backoff and a
-    connection pool for concurrent requests (boto3 clients are thread-safe)."""
+    connection pool for concurrent requests (boto3 clients are thread-safe).
+
+    Bodies are not SHA-256-signed (``UNSIGNED-PAYLOAD``; botocore otherwise hashes every
+    body on plain-HTTP endpoints, a second SHA-256 beside the one :class:`S3Store` records):
+    the CRC32 checksum botocore sends with each upload still lets the server reject a body
+    damaged in transit, and every reader checks the recorded sha256."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -41,7 +46,7 @@ def make_s3_client(endpoint: str, access_key: str, secret_key: str, region: str)
         aws_secret_access_key=secret_key,
         region_name=region,
         config=Config(
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
