@@ -69,3 +69,30 @@ def test_objects_get_the_umask_permissions_not_0600(tmp_path: Path) -> None:
     for name in ("a.csv", "b.csv", "c.bin"):
         assert stat.S_IMODE((tmp_path / "results" / name).stat().st_mode) == 0o644, name
     assert not [p for p in (tmp_path / "results").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_rewrites_never_show_a_reader_a_half_written_object(tmp_path: Path) -> None:
+    """An object rewritten over and over (a claim renewed) reads whole and heads with its
+    metadata from another thread at every moment."""
+    import threading
+
+    store = LocalStore(tmp_path)
+    store.put_bytes("claims/c", b'{"n": 0}', {"owner": "a"})
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            store.put_bytes("claims/c", f'{{"n": {n}}}'.encode(), {"owner": "a" * (n % 50)})
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(3000):
+            assert store.get_bytes("claims/c").startswith(b'{"n": ')
+            [info] = list(store.list("claims/"))
+            assert info.sha256 is not None and "owner" in info.metadata
+    finally:
+        stop.set()
+        writer.join()

@@ -150,9 +150,14 @@ class LocalStore:
         return self.root / ".meta" / (key + ".json")
 
     def _write_meta(self, key: str, info: ObjectInfo) -> None:
+        """Replace the sidecar atomically: a concurrent :meth:`head` (a listing) never reads
+        a half-written one."""
         meta_path = self._meta_path(key)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(json.dumps({"sha256": info.sha256, "metadata": info.metadata}))
+        fd, tmp = create_temp_file(meta_path.parent, ".tmp-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({"sha256": info.sha256, "metadata": info.metadata}))
+        os.replace(tmp, meta_path)
 
     def put_bytes(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None

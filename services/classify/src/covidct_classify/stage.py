@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,7 @@ log = structlog.get_logger()
 
 STAGE_NAME = "classify"
 RESULT_ROUTING_KEY = "result.ready"
+INPUT_FIELDS = ("volume", "mask", "series_metadata")  # the objects a mask-ready names
 Clock = Callable[[], datetime]
 
 
@@ -73,6 +75,7 @@ class ClassifyStage:
         self.clock = clock
         self.pipeline_version = pipeline_version
         self.write_overview = write_overview
+        self._reader = ThreadPoolExecutor(len(INPUT_FIELDS), thread_name_prefix="classify-read")
 
     def completion_key(self, message: Message) -> str | None:
         return completion_record_key(STAGE_NAME, str(message["job_id"]), self.classifier.model.tag)
@@ -104,9 +107,11 @@ class ClassifyStage:
         return ref, data
 
     def _load_inputs(self, message: Message) -> tuple[Volume, Volume, dict[str, Any]]:
-        _, volume_bytes = self._read("volume", message)
-        _, mask_bytes = self._read("mask", message)
-        _, series_bytes = self._read("series_metadata", message)
+        # the three reads (each a GET and a sha256, which release the GIL) overlap; all finish
+        # before the first failure, in field order, is raised
+        reads = [self._reader.submit(self._read, field, message) for field in INPUT_FIELDS]
+        wait(reads)
+        (_, volume_bytes), (_, mask_bytes), (_, series_bytes) = [r.result() for r in reads]
         volume = read_mha_bytes(volume_bytes)
         mask = read_mha_bytes(mask_bytes)
         if not volume.same_geometry(mask, tol=1e-3):
