@@ -57,7 +57,7 @@ def command_run(args: argparse.Namespace) -> int:
     from covidct.embedded import EmbeddedPipeline, write_error_json
     from covidct_ingest.bag import collect_files, iter_series_outcomes, scan_bag
     from covidct_ingest.config import load_config
-    from covidct_ingest.stage import write_volume
+    from covidct_ingest.series_ready import write_volume
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

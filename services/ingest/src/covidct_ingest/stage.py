@@ -34,22 +34,18 @@ from covidct_core.messages import (
     MANIFEST,
     OBJECT_EVENT,
     SERIES_CHECK,
-    JobIdentity,
     Message,
-    ObjectRef,
     envelope,
     new_message_id,
-    series_ready,
     utc_now_iso,
 )
 from covidct_core.stage import Outbound, completion_record_key, read_record, write_record
 from covidct_core.storage import ObjectStore
-from covidct_core.volume_io import to_mha_bytes
 from covidct_ingest import codes
 from covidct_ingest.archive import is_zip_bytes, iter_zip_members
 from covidct_ingest.claims import ClaimHeartbeat, claim_job, release_claim
 from covidct_ingest.config import DEFAULT_CONFIG, IngestConfig
-from covidct_ingest.convert import ConversionResult, convert_series, read_instance_header
+from covidct_ingest.convert import convert_series, read_instance_header
 from covidct_ingest.grouping import compute_job_id, series_key_of
 from covidct_ingest.headers import InstanceHeader, parse_header
 from covidct_ingest.index import (
@@ -62,6 +58,7 @@ from covidct_ingest.index import (
 )
 from covidct_ingest.io_pool import IoPool
 from covidct_ingest.selection import select_series
+from covidct_ingest.series_ready import write_volume
 
 log = structlog.get_logger()
 
@@ -224,6 +221,7 @@ class IngestStage:
         unusable and left out, as indexing would. None when the manifest needs the general
         path: archives, several series, an instance without SOPInstanceUID or listed twice,
         or more than ``direct_max_bytes`` in all."""
+        started = self.timer()
         objects = self._objects_of(message)
         if not objects or sum(o.size for o in objects) > self.direct_max_bytes:
             return None
@@ -249,6 +247,7 @@ class IngestStage:
             return None
         job_id = compute_job_id(series.pop(), uids)
         return self._run_job(
+            started,
             job_id,
             message,
             headers,
@@ -259,6 +258,7 @@ class IngestStage:
         )
 
     def _check_series(self, message: Message) -> list[Outbound]:
+        started = self.timer()
         series_key = message["series_key"]
         entries = read_series_index(self.work, series_key, self.pool)
         if not entries:
@@ -269,6 +269,7 @@ class IngestStage:
             return []
         job_id = compute_job_id(series_key, [e.instance_key for e in entries])
         return self._run_job(
+            started,
             job_id,
             message,
             [e.header for e in entries],
@@ -281,6 +282,7 @@ class IngestStage:
 
     def _run_job(
         self,
+        started: float,
         job_id: str,
         message: Message,
         headers: list[InstanceHeader],
@@ -304,7 +306,7 @@ class IngestStage:
         try:
             with ClaimHeartbeat(self.work, claim, message["message_id"], self.claim_lease / 4):
                 outbound = self._assemble(
-                    headers, fetch, headers_of_fetched, job_id, message, first_seen_at
+                    started, headers, fetch, headers_of_fetched, job_id, message, first_seen_at
                 )
                 write_record(self.work, done_key, outbound)
         except Exception:
@@ -336,6 +338,7 @@ class IngestStage:
 
     def _assemble(
         self,
+        started: float,
         headers: list[InstanceHeader],
         fetch: Callable[[], list[tuple[str, bytes]]],
         headers_of_fetched: bool,
@@ -343,7 +346,8 @@ class IngestStage:
         message: Message,
         first_seen_at: str,
     ) -> list[Outbound]:
-        started = self.timer()
+        """Convert the series and write its volume; ``started`` is when this job's handler
+        began (the series-ready's ``ingest`` timing runs from there)."""
         skip = select_series(headers, self.config.selection)
         first = headers[0]
         bound = log.bind(stage="ingest", job_id=job_id, series_uid=first.series_instance_uid)
@@ -368,34 +372,3 @@ class IngestStage:
         )
         bound.info("series_ready", slices=int(result.volume.array.shape[0]))
         return [Outbound("segment.request", ready)]
-
-
-def write_volume(
-    work: ObjectStore,
-    result: ConversionResult,
-    correlation_id: str,
-    first_seen_at: str,
-    seconds: float,
-) -> Message:
-    """Write ``volumes/<job_id>/image.mha`` and ``series.json``; return the series-ready."""
-    job_id = result.job_id
-    volume_info = work.put_bytes(
-        f"volumes/{job_id}/image.mha", to_mha_bytes(result.volume), {"stage": "ingest"}
-    )
-    series_json = result.series_json
-    series_info = work.put_bytes(
-        f"volumes/{job_id}/series.json",
-        json.dumps(series_json, indent=2, sort_keys=True).encode(),
-        {"content-type": "application/json"},
-    )
-    identity = JobIdentity(
-        job_id=job_id,
-        study_instance_uid=str(series_json.get("study_instance_uid") or ""),
-        series_instance_uid=str(series_json.get("series_instance_uid") or result.series_key),
-        correlation_id=correlation_id,
-        first_seen_at=first_seen_at,
-        instance_set_sha256=str(series_json.get("instance_set_sha256", "")),
-    )
-    volume = ObjectRef(work.bucket, volume_info.key, volume_info.size, volume_info.sha256 or "")
-    meta = ObjectRef(work.bucket, series_info.key, series_info.size, series_info.sha256 or "")
-    return series_ready(identity, volume, meta, {"ingest": seconds})
