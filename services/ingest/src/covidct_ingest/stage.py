@@ -225,22 +225,22 @@ class IngestStage:
         objects = self._objects_of(message)
         if not objects or sum(o.size for o in objects) > self.direct_max_bytes:
             return None
-        payloads = self.pool.map(self._download, objects)
         instances: list[tuple[str, bytes]] = []
         headers: list[InstanceHeader] = []
-        for source, data in zip(objects, payloads, strict=True):
-            if is_zip_bytes(data):
-                return None
-            try:
-                header = read_instance_header(data)
-            except PermanentError as e:
-                if e.code == codes.DICOMDIR:
+        # each object is parsed on the thread that read it, while the others still download
+        for source, (data, parsed) in zip(
+            objects, self.pool.map(self._download_and_parse, objects), strict=True
+        ):
+            if parsed is None:
+                return None  # a zip archive: the general path extracts it
+            if isinstance(parsed, PermanentError):
+                if parsed.code == codes.DICOMDIR:
                     log.info("dicomdir_ignored", stage="ingest", key=source.key)
                 else:
-                    self._record_unusable(source, e)
+                    self._record_unusable(source, parsed)
                 continue
             instances.append((source.key, data))
-            headers.append(header)
+            headers.append(parsed)
         series = {series_key_of(header)[0] for header in headers}
         uids = [header.sop_instance_uid for header in headers]
         if len(series) != 1 or not all(uids) or len(set(uids)) != len(uids):
@@ -323,6 +323,19 @@ class IngestStage:
             envelope(SERIES_CHECK, attempt=attempt, **fields),
             delay_seconds=max(self.quiet_period, MIN_RECHECK_SECONDS),
         )
+
+    def _download_and_parse(
+        self, source: SourceObject
+    ) -> tuple[bytes, InstanceHeader | PermanentError | None]:
+        """The object's bytes and its header (None for a zip archive; the error of an object
+        that is not a usable DICOM instance)."""
+        data = self._download(source)
+        if is_zip_bytes(data):
+            return data, None
+        try:
+            return data, read_instance_header(data)
+        except PermanentError as e:
+            return data, e
 
     def _fetch(self, sources: list[SourceObject]) -> list[tuple[str, bytes]]:
         """(key, bytes) of each object, read on the pool's threads."""
