@@ -132,3 +132,21 @@ def test_state_dict_bundle_with_network_def(tmp_path: Path) -> None:
     net.eval()
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), net(x))
+
+
+def test_window_batch_override_from_the_environment() -> None:
+    """COVIDCT_SW_BATCH_SIZE overrides the bundle's windows per pass; 0 keeps the bundle's;
+    bad values are listed with the other problems."""
+    from covidct_core.errors import ConfigError
+    from covidct_segment.main import read_segment_settings
+    from covidct_segment.segmenters import ModelSegmenter, build_segmenter
+
+    assert read_segment_settings({}).window_batch == 0
+    assert read_segment_settings({"COVIDCT_SW_BATCH_SIZE": "4"}).window_batch == 4
+    with pytest.raises(ConfigError) as info:
+        read_segment_settings({"COVIDCT_SW_BATCH_SIZE": "-1", "COVIDCT_SEGMENTER": "magic"})
+    assert len(info.value.problems) == 2
+    default = build_segmenter("model", device_preference="cpu")
+    custom = build_segmenter("model", device_preference="cpu", sw_batch_size=4)
+    assert isinstance(default, ModelSegmenter) and isinstance(custom, ModelSegmenter)
+    assert default.settings.sw_batch_size == 2 and custom.settings.sw_batch_size == 4

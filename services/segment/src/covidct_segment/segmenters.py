@@ -173,11 +173,13 @@ def build_segmenter(
     store: ObjectStore | None = None,
     device_preference: str = "auto",
     cache_dir: Path | None = None,
+    sw_batch_size: int | None = None,
 ) -> Segmenter:
     """``kind`` is "model" (the bundle at ``model_uri``, default the packaged lung_seg) or
-    "classical"."""
+    "classical". ``sw_batch_size`` overrides the bundle's windows per forward pass."""
     if kind == CLASSICAL_NAME:
         return ClassicalSegmenter()
     device, autocast = resolve_device(device_preference)
     bundle = load_bundle(model_uri or str(DEFAULT_MODEL_DIR), store, cache_dir, device)
-    return ModelSegmenter(bundle, device, autocast)
+    settings = InferenceSettings.from_metadata(bundle.metadata, sw_batch_size=sw_batch_size)
+    return ModelSegmenter(bundle, device, autocast, settings)
