@@ -157,14 +157,24 @@ def test_manifests_that_need_the_general_path_are_indexed(
     assert ready.routing_key == "segment.request"
 
 
-def test_a_manifest_job_claimed_by_another_replica_publishes_nothing(
+def test_a_manifest_job_claimed_by_another_handler_goes_the_general_way(
     tmp_path: Path, samples_dir: Path
 ) -> None:
+    """Claimed by another handler (perhaps this very manifest's first delivery, whose replica
+    died within the lease): the manifest is indexed and its series check defers until the
+    claim is finished or abandoned, so the job is never dropped."""
     inbox, work, stage = stores(tmp_path)
     files = sorted(small_tcia_series(samples_dir).glob("*.dcm"))
     manifest = manifest_for(inbox, files, "submit")
     headers = [read_instance_header(path.read_bytes()) for path in files]
     job_id = compute_job_id(series_key_of(headers[0])[0], [h.sop_instance_uid for h in headers])
-    assert claim_job(work, job_id, "another-replica", 60.0) is not None
-    assert stage.handle(manifest) == []
+    claim = claim_job(work, job_id, manifest["message_id"], 60.0)
+    assert claim is not None
+    [check] = stage.handle(manifest)
+    assert check.routing_key == "ingest.assemble" and check.message["force"]
     assert list(work.list("volumes/")) == []
+    [deferred] = stage.handle(check.message)
+    assert deferred.message["attempt"] == 1 and deferred.delay_seconds > 0
+    work.delete(claim)  # the claim is given up (or its lease runs out)
+    [ready] = stage.handle(deferred.message)
+    assert ready.routing_key == "segment.request" and ready.message["job_id"] == job_id

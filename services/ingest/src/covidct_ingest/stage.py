@@ -220,7 +220,7 @@ class IngestStage:
         series-check hop and no second read. Objects that are not DICOM are recorded as
         unusable and left out, as indexing would. None when the manifest needs the general
         path: archives, several series, an instance without SOPInstanceUID or listed twice,
-        or more than ``direct_max_bytes`` in all."""
+        more than ``direct_max_bytes`` in all, or a job another handler has claimed."""
         started = self.timer()
         objects = self._objects_of(message)
         if not objects or sum(o.size for o in objects) > self.direct_max_bytes:
@@ -254,7 +254,9 @@ class IngestStage:
             lambda: instances,
             first_seen_at=str(message.get("created_at") or utc_now_iso()),
             headers_of_fetched=True,
-            when_claimed=list,  # its owner publishes (or its redelivery will)
+            # another handler holds the job (maybe a dead one, within its lease): the general
+            # path's series check defers until that claim is finished or abandoned
+            when_claimed=lambda: None,
         )
 
     def _check_series(self, message: Message) -> list[Outbound]:
@@ -268,7 +270,7 @@ class IngestStage:
             log.info("series_check_superseded", stage="ingest", series_key=series_key)
             return []
         job_id = compute_job_id(series_key, [e.instance_key for e in entries])
-        return self._run_job(
+        outbound = self._run_job(
             started,
             job_id,
             message,
@@ -279,6 +281,7 @@ class IngestStage:
             headers_of_fetched=False,
             when_claimed=lambda: [self._deferred_check(message)],
         )
+        return outbound if outbound is not None else []
 
     def _run_job(
         self,
@@ -289,8 +292,8 @@ class IngestStage:
         fetch: Callable[[], list[tuple[str, bytes]]],
         first_seen_at: str,
         headers_of_fetched: bool,
-        when_claimed: Callable[[], list[Outbound]],
-    ) -> list[Outbound]:
+        when_claimed: Callable[[], list[Outbound] | None],
+    ) -> list[Outbound] | None:
         """Assemble job ``job_id`` once: a finished job re-publishes its record (a deferred
         check publishes nothing), a job claimed by another replica gives ``when_claimed()``."""
         done_key = completion_record_key("ingest", "series", job_id)
