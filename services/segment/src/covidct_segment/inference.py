@@ -243,11 +243,13 @@ def segment_volume(
     autocast: torch.dtype | None = None,
     cross_check: Callable[[CoarseView], None] | None = None,
     check_during_inference: bool = False,
+    after_windows: Callable[[], None] | None = None,
 ) -> Segmentation:
     """Segment the lungs of ``volume`` (int16 HU) with ``model``; mask on the input grid.
 
     ``cross_check`` is handed the coarse view once it exists: before the windows with
-    ``check_during_inference``, else after them (the caller runs its check beside the rest)."""
+    ``check_during_inference``, else after them (the caller runs its check beside the rest).
+    ``after_windows`` is called as soon as the network has seen every window."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     prepared = prepare(volume, settings, device)
@@ -265,6 +267,8 @@ def segment_volume(
     started = time.perf_counter()
     raw, windows = infer_lungs(model, prepared.image, settings, device, autocast)
     timings["infer_s"] = time.perf_counter() - started
+    if after_windows is not None:
+        after_windows()
 
     started = time.perf_counter()
     if coarse is None and (settings.restrict_to_body or cross_check is not None):

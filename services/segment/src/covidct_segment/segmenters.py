@@ -95,8 +95,10 @@ class ModelSegmenter:
 
     The cross-check runs on a helper thread (scipy releases the GIL): on the CPU beside the
     post-processing, after the windows (both cores are busy with the network until then);
-    on an accelerator beside the network, from the start. The caller's side task runs on
-    the same helper after the cross-check (on the CPU that balances the two threads)."""
+    on an accelerator beside the network, from the start. The caller's side task runs on a
+    second helper thread, from the end of the windows on the CPU (beside the coarse view,
+    the post-processing and the cross-check: the three share the two cores evenly), from the
+    start on an accelerator."""
 
     def __init__(
         self,
@@ -116,15 +118,20 @@ class ModelSegmenter:
             device.type != "cpu" if check_during_inference is None else check_during_inference
         )
         self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-qa")
+        self._side_helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-side")
 
     def segment(self, volume: Volume, beside: SideTask | None = None) -> SegmentResult:
         checks: list[Future[npt.NDArray[np.bool_] | None]] = []
         side: list[Future[None]] = []
 
+        def start_side_task() -> None:
+            if beside is not None and not side:
+                side.append(self._side_helper.submit(beside))
+
         def start_helper(coarse: CoarseView) -> None:
             checks.append(self._helper.submit(classical_lungs, coarse))
-            if beside is not None:
-                side.append(self._helper.submit(beside))
+            if self.check_during_inference:
+                start_side_task()
 
         try:
             output = segment_volume(
@@ -135,6 +142,7 @@ class ModelSegmenter:
                 self.autocast,
                 cross_check=start_helper,
                 check_during_inference=self.check_during_inference,
+                after_windows=start_side_task,
             )
         finally:
             helper_work: list[Future[Any]] = [*checks, *side]
