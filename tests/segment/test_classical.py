@@ -83,3 +83,25 @@ def test_coarse_spacing() -> None:
     phantom = make_chest_phantom(12, PhantomOptions(spacing=(4.0, 4.0, 8.0)))
     result = segment_lungs_classical(phantom.volume)
     assert dice(result.mask, phantom.lung_mask) >= 0.93
+
+
+def test_dilation_in_the_box_equals_the_whole_array_dilation() -> None:
+    """Exact: masks in the middle, at every border, anisotropic balls, and empty."""
+    from scipy import ndimage
+
+    from covidct_segment.classical import _ball, dilate_in_box
+
+    rng = np.random.default_rng(3)
+    balls = [_ball(2.0, (2.5, 0.7, 0.7)), _ball(4.0, (1.0, 1.0, 1.0)), _ball(1.0, (3.0, 3.0, 3.0))]
+    for case in range(12):
+        mask = np.zeros((20, 40, 30), bool)
+        z, y, x = rng.integers(0, 15), rng.integers(0, 35), rng.integers(0, 25)
+        if case % 4 == 1:
+            z, y, x = 0, 0, 0  # at the low borders
+        if case % 4 == 2:
+            z, y, x = 15, 35, 25  # at the high borders
+        if case % 4 != 3:
+            mask[z : z + 5, y : y + 5, x : x + 5] = rng.random((5, 5, 5)) < 0.4
+        structure = balls[case % len(balls)]
+        expected = ndimage.binary_dilation(mask, structure=structure)
+        assert np.array_equal(dilate_in_box(mask, structure), expected)

@@ -21,7 +21,12 @@ from scipy import ndimage
 
 from covidct_core.errors import PermanentError
 from covidct_core.volume_io import Volume
-from covidct_segment.postprocess import fill_holes, fill_holes_per_slice, split_joined
+from covidct_segment.postprocess import (
+    bounding_box,
+    fill_holes,
+    fill_holes_per_slice,
+    split_joined,
+)
 
 log = structlog.get_logger()
 
@@ -90,7 +95,7 @@ def lung_labels(
     airway_ml = float(airway.sum()) * voxel_ml
     if airway.any():
         margin = _ball(params.airway_margin_mm, spacing_zyx)
-        air &= ~ndimage.binary_dilation(airway, structure=margin)
+        air &= ~dilate_in_box(airway, margin)
     lungs = _keep_lungs(hu, air, voxel_ml, params)
     if not lungs:
         raise PermanentError("NO_LUNG_FOUND", "no lung-like air region inside the body")
@@ -132,15 +137,14 @@ def find_airway(
         return empty
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     crop = _central_columns(body, seed, 0.5)
-    best = empty
+    air_crop, hu_crop = air[crop], hu[crop]
+    local_seed = (seed[0], seed[1], seed[2] - crop[2].start)
+    best: Mask | None = None  # grown inside the crop; nothing outside it is ever airway
     previous_ml = 0.0
     threshold = params.airway_start_hu
     while threshold <= params.airway_stop_hu:
-        grown = empty.copy()
-        grown[crop] = _component_at(
-            air[crop] & (hu[crop] < threshold), (seed[0], seed[1], seed[2] - crop[2].start)
-        )
-        grown_ml = float(grown.sum()) * voxel_ml
+        grown = _component_at(air_crop & (hu_crop < threshold), local_seed)
+        grown_ml = float(np.count_nonzero(grown)) * voxel_ml
         exploded = grown_ml > params.max_airway_ml or (
             previous_ml > 5.0 and grown_ml > 2.0 * previous_ml
         )
@@ -148,7 +152,9 @@ def find_airway(
             break
         best, previous_ml = grown, grown_ml
         threshold += params.airway_step_hu
-    return best
+    if best is not None:
+        empty[crop] = best
+    return empty
 
 
 def _central_columns(
@@ -244,6 +250,21 @@ def _order_right_left(lungs: list[Mask], left_last: bool) -> list[tuple[int, Mas
     if left_last:
         return [(RIGHT_LUNG, first), (LEFT_LUNG, second)]
     return [(LEFT_LUNG, first), (RIGHT_LUNG, second)]
+
+
+def dilate_in_box(mask: Mask, structure: Mask) -> Mask:
+    """``ndimage.binary_dilation(mask, structure)`` computed only inside the mask's bounding
+    box grown by the structure's size (the same result: nothing farther can be reached)."""
+    box = bounding_box(mask)
+    out = np.zeros(mask.shape, dtype=bool)
+    if box is None:
+        return out
+    region = tuple(
+        slice(max(0, part.start - size), min(length, part.stop + size))
+        for part, size, length in zip(box, structure.shape, mask.shape, strict=True)
+    )
+    out[region] = ndimage.binary_dilation(mask[region], structure=structure)
+    return out
 
 
 def _ball(radius_mm: float, spacing_zyx: tuple[float, float, float]) -> Mask:
