@@ -125,6 +125,16 @@ def create_temp_file(directory: Path, prefix: str) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name in {directory}")
 
 
+def replace_file(path: Path, data: bytes, temp_prefix: str = ".tmp-") -> None:
+    """Write ``data`` to ``path`` atomically: into a temporary file beside it, then renamed
+    over it, so that a reader sees the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp_file(path.parent, temp_prefix)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
 class LocalStore:
     """An :class:`ObjectStore` over a local directory (the embedded single-machine mode).
 
@@ -152,22 +162,13 @@ class LocalStore:
     def _write_meta(self, key: str, info: ObjectInfo) -> None:
         """Replace the sidecar atomically: a concurrent :meth:`head` (a listing) never reads
         a half-written one."""
-        meta_path = self._meta_path(key)
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = create_temp_file(meta_path.parent, ".tmp-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps({"sha256": info.sha256, "metadata": info.metadata}))
-        os.replace(tmp, meta_path)
+        sidecar = json.dumps({"sha256": info.sha256, "metadata": info.metadata})
+        replace_file(self._meta_path(key), sidecar.encode())
 
     def put_bytes(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None
     ) -> ObjectInfo:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = create_temp_file(path.parent, ".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
+        replace_file(self._path(key), data)
         info = ObjectInfo(key, len(data), sha256_bytes(data), None, dict(metadata or {}))
         self._write_meta(key, info)
         return info

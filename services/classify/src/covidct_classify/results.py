@@ -7,14 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from covidct_core import RESEARCH_USE_DISCLAIMER
-from covidct_core.storage import create_temp_file
+from covidct_core.storage import replace_file
 
 RESULT_COLUMNS = (
     "series_instance_uid",
@@ -195,9 +194,5 @@ def upsert_results_csv(path: Path, rows_csv: bytes) -> int:
     writer.writerow(RESULT_COLUMNS)
     for row in merged.values():
         writer.writerow([row[c] for c in RESULT_COLUMNS])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp_file(path.parent, ".results-")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        handle.write(buffer.getvalue())
-    Path(tmp).replace(path)
+    replace_file(path, buffer.getvalue().encode("utf-8"), temp_prefix=".results-")
     return len(merged)

@@ -68,6 +68,21 @@ ENVELOPE_FIELDS = ("schema", "message_id", "created_at", "attempt")
 StoreForBucket = Callable[[str], ObjectStore]
 
 
+@dataclass(frozen=True)
+class SeriesJob:
+    """One job to assemble: its id, its instances' headers, how to fetch their bytes,
+    whether those headers were parsed from the very bytes fetched (else the fetched bytes
+    are parsed again), when its instances were first seen, and when its handler started
+    (the series-ready's ``ingest`` timing runs from there)."""
+
+    job_id: str
+    headers: list[InstanceHeader]
+    fetch: Callable[[], list[tuple[str, bytes]]]
+    headers_of_fetched: bool
+    first_seen_at: str
+    started: float
+
+
 @dataclass
 class IngestStage:
     """Implements :class:`covidct_core.stage.Stage` for ingest."""
@@ -133,11 +148,8 @@ class IngestStage:
         failures: list[PermanentError] = []
         for source, outcome in zip(objects, self.pool.map(self._try_index, objects), strict=True):
             if isinstance(outcome, PermanentError):
-                if outcome.code == codes.DICOMDIR:
-                    log.info("dicomdir_ignored", stage="ingest", key=source.key)
-                    continue
-                failures.append(outcome)
-                self._record_unusable(source, outcome)
+                if self._set_aside(source, outcome):
+                    failures.append(outcome)
                 continue
             for entry_series, entry in outcome:
                 if entry is not None or forced:
@@ -200,7 +212,12 @@ class IngestStage:
             results.append((series_key_of(header)[0], index_instance(self.work, header, member)))
         return results
 
-    def _record_unusable(self, source: SourceObject, error: PermanentError) -> None:
+    def _set_aside(self, source: SourceObject, error: PermanentError) -> bool:
+        """Leave out an object that is no DICOM instance: a DICOMDIR is only logged (False),
+        anything else recorded under ``errors/`` as unusable (True)."""
+        if error.code == codes.DICOMDIR:
+            log.info("dicomdir_ignored", stage="ingest", key=source.key)
+            return False
         digest = hashlib.sha256(f"{source.bucket}/{source.key}".encode()).hexdigest()[:24]
         record = {
             "code": error.code,
@@ -211,6 +228,7 @@ class IngestStage:
         }
         self.work.put_bytes(f"errors/object-{digest}.json", json.dumps(record).encode())
         log.warning("object_unusable", stage="ingest", code=error.code, key=source.key)
+        return True
 
     # -- assembly --------------------------------------------------------------------------
     def _assemble_listed(self, message: Message) -> list[Outbound] | None:
@@ -234,10 +252,7 @@ class IngestStage:
             if parsed is None:
                 return None  # a zip archive: the general path extracts it
             if isinstance(parsed, PermanentError):
-                if parsed.code == codes.DICOMDIR:
-                    log.info("dicomdir_ignored", stage="ingest", key=source.key)
-                else:
-                    self._record_unusable(source, parsed)
+                self._set_aside(source, parsed)
                 continue
             instances.append((source.key, data))
             headers.append(parsed)
@@ -245,19 +260,17 @@ class IngestStage:
         uids = [header.sop_instance_uid for header in headers]
         if len(series) != 1 or not all(uids) or len(set(uids)) != len(uids):
             return None
-        job_id = compute_job_id(series.pop(), uids)
-        return self._run_job(
-            started,
-            job_id,
-            message,
+        job = SeriesJob(
+            compute_job_id(series.pop(), uids),
             headers,
             lambda: instances,
-            first_seen_at=str(message.get("created_at") or utc_now_iso()),
             headers_of_fetched=True,
-            # another handler holds the job (maybe a dead one, within its lease): the general
-            # path's series check defers until that claim is finished or abandoned
-            when_claimed=lambda: None,
+            first_seen_at=str(message.get("created_at") or utc_now_iso()),
+            started=started,
         )
+        # None when another handler holds the job (maybe a dead one, within its lease): the
+        # general path's series check then defers until that claim is finished or abandoned
+        return self._run_job(job, message)
 
     def _check_series(self, message: Message) -> list[Outbound]:
         started = self.timer()
@@ -269,33 +282,21 @@ class IngestStage:
         if not message.get("force") and message.get("generation", "") < newest:
             log.info("series_check_superseded", stage="ingest", series_key=series_key)
             return []
-        job_id = compute_job_id(series_key, [e.instance_key for e in entries])
-        outbound = self._run_job(
-            started,
-            job_id,
-            message,
+        job = SeriesJob(
+            compute_job_id(series_key, [e.instance_key for e in entries]),
             [e.header for e in entries],
             lambda: self._fetch([e.source for e in entries]),
+            headers_of_fetched=False,  # parse the bytes read: the index may be of an older version
             first_seen_at=min(e.indexed_at for e in entries),
-            # parse the bytes downloaded: the index may describe an older version
-            headers_of_fetched=False,
-            when_claimed=lambda: [self._deferred_check(message)],
+            started=started,
         )
-        return outbound if outbound is not None else []
+        outbound = self._run_job(job, message)
+        return outbound if outbound is not None else [self._deferred_check(message)]
 
-    def _run_job(
-        self,
-        started: float,
-        job_id: str,
-        message: Message,
-        headers: list[InstanceHeader],
-        fetch: Callable[[], list[tuple[str, bytes]]],
-        first_seen_at: str,
-        headers_of_fetched: bool,
-        when_claimed: Callable[[], list[Outbound] | None],
-    ) -> list[Outbound] | None:
-        """Assemble job ``job_id`` once: a finished job re-publishes its record (a deferred
-        check publishes nothing), a job claimed by another replica gives ``when_claimed()``."""
+    def _run_job(self, job: SeriesJob, message: Message) -> list[Outbound] | None:
+        """Assemble ``job`` once: a finished job re-publishes its record (a deferred check
+        publishes nothing); None when another handler holds the job's claim."""
+        job_id = job.job_id
         done_key = completion_record_key("ingest", "series", job_id)
         previous = read_record(self.work, done_key)
         deferred = int(message.get("attempt", 0)) > 0
@@ -305,12 +306,10 @@ class IngestStage:
         claim = claim_job(self.work, job_id, message["message_id"], self.claim_lease)
         if claim is None:
             log.info("series_claimed_elsewhere", stage="ingest", job_id=job_id)
-            return when_claimed()
+            return None
         try:
             with ClaimHeartbeat(self.work, claim, message["message_id"], self.claim_lease / 4):
-                outbound = self._assemble(
-                    started, headers, fetch, headers_of_fetched, job_id, message, first_seen_at
-                )
+                outbound = self._assemble(job, message)
                 write_record(self.work, done_key, outbound)
         except Exception:
             release_claim(self.work, claim)  # its retry must not wait for the lease
@@ -352,39 +351,29 @@ class IngestStage:
             log.warning("instance_unreadable", stage="ingest", key=source.key, error=str(e))
             raise
 
-    def _assemble(
-        self,
-        started: float,
-        headers: list[InstanceHeader],
-        fetch: Callable[[], list[tuple[str, bytes]]],
-        headers_of_fetched: bool,
-        job_id: str,
-        message: Message,
-        first_seen_at: str,
-    ) -> list[Outbound]:
-        """Convert the series and write its volume; ``started`` is when this job's handler
-        began (the series-ready's ``ingest`` timing runs from there)."""
-        skip = select_series(headers, self.config.selection)
-        first = headers[0]
+    def _assemble(self, job: SeriesJob, message: Message) -> list[Outbound]:
+        """Convert the series and write its volume."""
+        skip = select_series(job.headers, self.config.selection)
+        first = job.headers[0]
+        job_id = job.job_id
         bound = log.bind(stage="ingest", job_id=job_id, series_uid=first.series_instance_uid)
         if skip is not None:
             record = {"code": skip.code, "reason": skip.reason, "at": utc_now_iso()}
             self.work.put_bytes(f"skipped/{job_id}.json", json.dumps(record).encode())
             bound.info("series_skipped", code=skip.code, reason=skip.reason)
             return []
-        instances = fetch()
         result = convert_series(
-            instances,
+            job.fetch(),
             self.config,
-            headers=headers if headers_of_fetched else None,
+            headers=job.headers if job.headers_of_fetched else None,
             check_selection=False,
         )
         ready = write_volume(
             self.work,
             result,
             correlation_id=message.get("correlation_id") or new_message_id(),
-            first_seen_at=first_seen_at,
-            seconds=self.timer() - started,
+            first_seen_at=job.first_seen_at,
+            seconds=self.timer() - job.started,
         )
         bound.info("series_ready", slices=int(result.volume.array.shape[0]))
         return [Outbound("segment.request", ready)]

@@ -36,8 +36,8 @@ DISAGREEMENT_FLAG = "SEG_CLASSICAL_DISAGREEMENT"
 VOLUME_RANGE_FLAG = "SEG_LUNG_VOLUME_OUT_OF_RANGE"
 DEFAULT_MIN_DICE = 0.9
 PLAUSIBLE_LUNG_ML = (1500.0, 9000.0)
-# masks are written zlib-compressed: a 512x512x300 mask shrinks from 79 MB to under 1 MB for
-# about 0.1 s of CPU, less than writing and reading the raw bytes costs
+# masks are written zlib-compressed: a 512x512x300 mask shrinks from 79 MB to about 1 MB for
+# a few tens of ms of CPU (all-zero stretches are nearly free, see covidct_core.sparse_zlib)
 MASK_COMPRESS_LEVEL = 1
 
 
@@ -123,15 +123,19 @@ class SegmentStage:
         started = self.clock()
         data = self.store.get_bytes(ref.key)
         read_s = self.clock() - started
-        verdicts: list[bool] = []
+        verdicts: list[bool] = []  # the segmenter's side task appends the check's outcome
+
+        def intact() -> bool:
+            return verdicts[0] if verdicts else matches(data, ref)
+
         try:
             volume = read_mha_bytes(data)
             result = self.segmenter.segment(volume, lambda: verdicts.append(matches(data, ref)))
         except Exception:
-            if verdicts[0] if verdicts else matches(data, ref):
+            if intact():
                 raise  # an error of the intact volume itself
         else:
-            if verdicts[0] if verdicts else matches(data, ref):
+            if intact():
                 return volume, result, read_s
         log.warning("volume_checksum_mismatch", key=ref.key, attempt=0, size=len(data))
         data = self.store.get_bytes(ref.key)
